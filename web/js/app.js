@@ -1,0 +1,382 @@
+// Entry point: routes `/` (lobby) and `/r/NAME` (a room), remembers the display
+// name, and wires local media, the signaling client, the peer mesh and the UI
+// together. Exposes `window.switchboard` as a small debug handle for tests.
+
+import { SignalingClient } from './signaling.js';
+import { Mesh } from './mesh.js';
+import { LocalMedia, explain } from './media.js';
+import * as ui from './ui.js';
+
+const NAME_KEY = 'switchboard.name';
+const ROOM_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
+const SELF = 'self';
+
+main();
+
+function main() {
+  const params = new URLSearchParams(location.search);
+  const fromQuery = params.get('name');
+  if (fromQuery != null && validName(fromQuery)) storeName(fromQuery.trim());
+
+  const match = location.pathname.match(/^\/r\/([^/]+)\/?$/);
+  if (!match) {
+    showLobby();
+    return;
+  }
+  let room;
+  try {
+    room = decodeURIComponent(match[1]);
+  } catch {
+    room = '';
+  }
+  if (!ROOM_RE.test(room)) {
+    showLobby(`"${room}" is not a valid room name: use 1–64 letters, digits, ".", "_" or "-", not starting with ".".`);
+    return;
+  }
+  const name = storedName();
+  if (name) enterRoom(room, name);
+  else askName(room);
+}
+
+// --- names -------------------------------------------------------------------
+
+function storedName() {
+  try {
+    const n = localStorage.getItem(NAME_KEY);
+    return n && validName(n) ? n.trim() : null;
+  } catch {
+    return null;
+  }
+}
+
+function storeName(name) {
+  try {
+    localStorage.setItem(NAME_KEY, name);
+  } catch { /* private mode: keep it for this page only */ }
+}
+
+/** Same rule as the server: 1–64 characters after trimming, no control characters. */
+function validName(name) {
+  const t = String(name).trim();
+  const len = [...t].length;
+  return len >= 1 && len <= 64 && !/[\u0000-\u001f\u007f-\u009f]/.test(t);
+}
+
+// --- lobby and name prompt ---------------------------------------------------
+
+function showLobby(error) {
+  ui.showView('lobby');
+  ui.setRoomLabel(null);
+  const form = document.getElementById('lobby-form');
+  const roomInput = document.getElementById('room-input');
+  const nameInput = document.getElementById('name-input');
+  const errorEl = document.getElementById('lobby-error');
+  nameInput.value = storedName() ?? '';
+  if (!roomInput.value) roomInput.value = suggestRoom();
+  errorEl.textContent = error ?? '';
+  errorEl.hidden = !error;
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const room = roomInput.value.trim();
+    const name = nameInput.value.trim();
+    if (!ROOM_RE.test(room)) {
+      errorEl.textContent = 'Room names are 1–64 letters, digits, ".", "_" or "-", not starting with ".".';
+      errorEl.hidden = false;
+      return;
+    }
+    if (!validName(name)) {
+      errorEl.textContent = 'Please enter a display name (up to 64 characters).';
+      errorEl.hidden = false;
+      return;
+    }
+    storeName(name);
+    location.assign(`/r/${encodeURIComponent(room)}`);
+  });
+}
+
+function askName(room) {
+  ui.showView('name-prompt');
+  ui.setRoomLabel(room);
+  document.getElementById('prompt-room').textContent = room;
+  const form = document.getElementById('name-form');
+  const input = document.getElementById('prompt-name-input');
+  input.focus();
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const name = input.value.trim();
+    if (!validName(name)) {
+      input.setCustomValidity('Please enter a display name (up to 64 characters).');
+      input.reportValidity();
+      return;
+    }
+    storeName(name);
+    enterRoom(room, name);
+  }, { once: false });
+  input.addEventListener('input', () => input.setCustomValidity(''));
+}
+
+function suggestRoom() {
+  const words = ['amber', 'brisk', 'cedar', 'delta', 'ember', 'fjord', 'gala', 'harbor', 'indigo', 'juniper'];
+  const w = words[Math.floor(Math.random() * words.length)];
+  return `${w}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+// --- the room ----------------------------------------------------------------
+
+async function enterRoom(room, name) {
+  ui.showView('room');
+  ui.setRoomLabel(room);
+  ui.setSignalingState('idle');
+
+  const media = new LocalMedia();
+  const signaling = new SignalingClient({ room, name });
+  const mesh = new Mesh({ signaling, media });
+
+  window.switchboard = {
+    room,
+    name,
+    get peerId() { return signaling.peerId; },
+    get signalingState() { return signaling.state; },
+    peers: mesh.peers,
+    signaling,
+    mesh,
+    media,
+    mediaResult: null,
+  };
+
+  ui.ensureTile(SELF, { name, self: true });
+  ui.setTileState(SELF, 'starting camera…');
+
+  const result = await media.acquire();
+  window.switchboard.mediaResult = result;
+  ui.setMediaNotice(result.notice);
+  ui.setTileStream(SELF, media.stream);
+  refreshSelf(media);
+  refreshControls(media);
+  refreshPickers(media);
+
+  wireSignaling(signaling, mesh, name, media);
+  wireMesh(mesh);
+  wireMedia(media, mesh);
+  wireControls(media, mesh, signaling, name, room);
+
+  signaling.start();
+}
+
+function refreshSelf(media) {
+  const audio = media.isSending('audio');
+  const video = media.isSending('video');
+  const has = { audio: !!media.track('audio'), video: !!media.track('video') };
+  ui.setTileMedia(SELF, { audio, video });
+  let state = 'camera and mic';
+  if (!has.audio && !has.video) state = 'receive-only';
+  else if (!has.video) state = 'audio only';
+  else if (!has.audio) state = 'video only';
+  ui.setTileState(SELF, state);
+}
+
+function refreshControls(media) {
+  const hasAudio = !!media.track('audio');
+  const hasVideo = !!media.track('video');
+  ui.setToggle(ui.els.micToggle(), {
+    on: hasAudio && !media.muted.audio,
+    label: !hasAudio ? 'No microphone' : media.muted.audio ? 'Unmute mic' : 'Mute mic',
+    available: hasAudio,
+  });
+  ui.setToggle(ui.els.camToggle(), {
+    on: hasVideo && !media.muted.video,
+    label: !hasVideo ? 'No camera' : media.muted.video ? 'Start camera' : 'Stop camera',
+    available: hasVideo,
+  });
+}
+
+async function refreshPickers(media) {
+  try {
+    const d = await media.devices();
+    ui.fillSelect(ui.els.camSelect(), d.videoinput, media.currentDevice('video'), 'No camera');
+    ui.fillSelect(ui.els.micSelect(), d.audioinput, media.currentDevice('audio'), 'No microphone');
+  } catch (err) {
+    console.warn('could not list devices', err);
+  }
+}
+
+function wireSignaling(signaling, mesh, name, media) {
+  signaling.addEventListener('statechange', (ev) => ui.setSignalingState(ev.detail.state, ev.detail));
+
+  signaling.addEventListener('welcome', (ev) => {
+    const { msg, resumed, previous } = ev.detail;
+    if (!resumed && previous) {
+      // Our old session is gone (resume failed): those connections belong to a
+      // peer id nobody knows any more.
+      mesh.closeAll('rejoined');
+      ui.clearRemoteTiles();
+      ui.appendChat({ system: true, text: 'Reconnected as a new participant.' });
+    }
+    mesh.configure({ selfId: msg.peer, iceServers: signaling.iceServers });
+    const peers = Array.isArray(msg.peers) ? msg.peers : [];
+    if (resumed) mesh.reconcile(peers);
+    else for (const p of peers) mesh.ensurePeer(p.id, p.name);
+    ui.setError(null);
+    document.body.dataset.peer = msg.peer;
+  });
+
+  signaling.addEventListener('peer_joined', (ev) => {
+    const { id, name: who } = ev.detail.peer ?? {};
+    if (!id || id === signaling.peerId) return;
+    mesh.ensurePeer(id, who);
+    ui.appendChat({ system: true, text: `${who ?? 'Someone'} joined.` });
+  });
+
+  signaling.addEventListener('peer_left', (ev) => {
+    const { peer: id, reason } = ev.detail;
+    const who = mesh.peers.get(id)?.name ?? 'Someone';
+    mesh.removePeer(id, reason);
+    ui.appendChat({ system: true, text: reason === 'timeout' ? `${who} lost their connection.` : `${who} left.` });
+  });
+
+  signaling.addEventListener('signal', (ev) => {
+    const { from } = ev.detail;
+    if (!mesh.peers.has(from)) {
+      // The server announces every peer (welcome/peer_joined) before relaying
+      // its signals, so this is a late signal from someone who already left.
+      console.warn('ignoring a signal from unknown peer', from);
+      return;
+    }
+    mesh.handleSignal(ev.detail);
+  });
+
+  signaling.addEventListener('servererror', (ev) => {
+    const { code, message } = ev.detail;
+    if (code === 'resume_failed') {
+      ui.appendChat({ system: true, text: 'Could not resume the previous session; rejoining.' });
+      return;
+    }
+    ui.setError(describeError(code, message, signaling));
+  });
+
+  signaling.addEventListener('stopped', (ev) => {
+    const { reason } = ev.detail;
+    if (reason === 'left') return;
+    mesh.closeAll(reason);
+    ui.clearRemoteTiles();
+    if (reason === 'replaced') {
+      ui.setError('This call continued in another tab or window, so it was closed here.');
+    }
+    if (reason !== 'replaced') media.stop();
+    refreshSelf(media);
+  });
+
+  // An explicit leave is friendlier than waiting for the socket to close.
+  window.addEventListener('pagehide', () => signaling.leave());
+  void name;
+}
+
+function describeError(code, message, signaling) {
+  switch (code) {
+    case 'room_full': {
+      const max = signaling.limits?.max_peers_per_room;
+      return `This room is full${max ? ` (at most ${max} people)` : ''}. Try again later or pick another room.`;
+    }
+    case 'bad_room_name':
+      return `That room name is not allowed: ${message ?? ''}`;
+    case 'bad_display_name':
+      return `That display name is not allowed: ${message ?? ''}`;
+    case 'rate_limited':
+      return 'Too many messages too fast; some were dropped.';
+    case 'server_busy':
+      return 'The server is busy right now; retrying…';
+    default:
+      return message ? `Server: ${message}` : `Server error: ${code}`;
+  }
+}
+
+function wireMesh(mesh) {
+  mesh.addEventListener('peeradded', ({ detail: { peer } }) => {
+    ui.ensureTile(peer.id, { name: peer.name });
+    ui.setTileState(peer.id, peer.connectionState);
+  });
+  mesh.addEventListener('peerupdated', ({ detail: { peer } }) => {
+    ui.setTileName(peer.id, peer.name);
+    ui.setTileState(peer.id, peer.connectionState);
+  });
+  mesh.addEventListener('peerremoved', ({ detail: { peer } }) => ui.removeTile(peer.id));
+  mesh.addEventListener('track', ({ detail: { peer, track } }) => {
+    const video = ui.setTileStream(peer.id, peer.stream, () => ui.showSoundPrompt(ui.unmuteBlocked));
+    if (video && track.kind === 'video') watchFirstFrame(peer, video);
+  });
+  mesh.addEventListener('remotestate', ({ detail: { peer } }) => ui.setTileMedia(peer.id, peer.remote));
+  mesh.addEventListener('chat', ({ detail: { peer, text } }) => ui.appendChat({ from: peer.name, text }));
+}
+
+/** Records when the first remote video frame of `peer` was shown (performance.now()). */
+function watchFirstFrame(peer, video) {
+  if (peer.firstFrameAt != null) return;
+  const mark = () => {
+    if (peer.firstFrameAt == null) peer.firstFrameAt = performance.now();
+  };
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(mark);
+  else video.addEventListener('loadeddata', mark, { once: true });
+}
+
+function wireMedia(media, mesh) {
+  media.addEventListener('trackchange', async ({ detail: { kind, track, ended } }) => {
+    if (ended) {
+      ui.setMediaNotice(`Your ${kind === 'video' ? 'camera' : 'microphone'} stopped working. ` +
+        'Pick another device below; you can still see and hear everyone.');
+    } else {
+      ui.setMediaNotice(media.notice());
+      await mesh.setTrack(kind, track);
+    }
+    refreshSelf(media);
+    refreshControls(media);
+    refreshPickers(media);
+    mesh.sendMediaState();
+  });
+  media.addEventListener('mutechange', () => {
+    refreshSelf(media);
+    refreshControls(media);
+    mesh.sendMediaState();
+  });
+  media.addEventListener('devicechange', () => refreshPickers(media));
+}
+
+function wireControls(media, mesh, signaling, name, room) {
+  ui.els.micToggle().addEventListener('click', () => media.setMuted('audio', !media.muted.audio));
+  ui.els.camToggle().addEventListener('click', () => media.setMuted('video', !media.muted.video));
+
+  const onPick = (kind) => async (ev) => {
+    const id = ev.target.value;
+    if (!id || id === media.currentDevice(kind)) return;
+    try {
+      await media.switchDevice(kind, id);
+      ui.setError(null);
+    } catch (err) {
+      ui.setError(`Couldn't switch ${kind === 'video' ? 'camera' : 'microphone'}: ${explain(err)}`);
+      refreshPickers(media);
+    }
+  };
+  ui.els.camSelect().addEventListener('change', onPick('video'));
+  ui.els.micSelect().addEventListener('change', onPick('audio'));
+
+  ui.els.leave().addEventListener('click', () => {
+    signaling.leave();
+    mesh.closeAll('left');
+    media.stop();
+    ui.clearRemoteTiles();
+    document.getElementById('rejoin-link').href = `/r/${encodeURIComponent(room)}`;
+    ui.showView('left');
+  });
+
+  ui.els.chatForm().addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = ui.els.chatInput();
+    const text = input.value.trim();
+    if (!text) return;
+    const delivered = mesh.sendChat(text);
+    ui.appendChat({ from: name, text, self: true });
+    if (delivered === 0) {
+      ui.appendChat({ system: true, text: mesh.peers.size ? 'Not delivered: still connecting to the others.' : 'Nobody else is here yet.' });
+    }
+    input.value = '';
+  });
+}

@@ -1,0 +1,328 @@
+// Full mesh of RTCPeerConnections, one per remote peer, negotiated with the
+// "perfect negotiation" pattern so that offers crossing each other (glare) can
+// never wedge a call: the polite side rolls back, the impolite side ignores.
+// Also owns the per-peer chat data channel and ICE restarts after failures.
+
+const DISCONNECTED_RESTART_MS = 4_000;
+const KINDS = ['audio', 'video'];
+
+/**
+ * Events: `peeradded` {peer}, `peerupdated` {peer}, `peerremoved` {peer, reason},
+ * `track` {peer, track}, `chat` {peer, text, at}, `remotestate` {peer}.
+ */
+export class Mesh extends EventTarget {
+  /**
+   * @param {object} opts
+   * @param {import('./signaling.js').SignalingClient} opts.signaling
+   * @param {import('./media.js').LocalMedia} opts.media
+   */
+  constructor({ signaling, media }) {
+    super();
+    this.signaling = signaling;
+    this.media = media;
+    this.selfId = null;
+    this.iceServers = [];
+    /** @type {Map<string, Peer>} */
+    this.peers = new Map();
+  }
+
+  /** Called after every `welcome`: sets our id and ICE servers. */
+  configure({ selfId, iceServers }) {
+    this.selfId = selfId;
+    this.iceServers = iceServers ?? [];
+  }
+
+  /** Makes sure a connection to `id` exists; returns its Peer. */
+  ensurePeer(id, name) {
+    let peer = this.peers.get(id);
+    if (peer) {
+      if (name && peer.name !== name) {
+        peer.name = name;
+        this.emit('peerupdated', { peer });
+      }
+      return peer;
+    }
+    peer = new Peer(this, id, name ?? id.slice(0, 6));
+    this.peers.set(id, peer);
+    this.emit('peeradded', { peer });
+    peer.start();
+    return peer;
+  }
+
+  removePeer(id, reason = 'left') {
+    const peer = this.peers.get(id);
+    if (!peer) return;
+    this.peers.delete(id);
+    peer.close();
+    this.emit('peerremoved', { peer, reason });
+  }
+
+  /** Keeps exactly the peers in `list` (after a resume, the server's list is the truth). */
+  reconcile(list) {
+    const keep = new Set(list.map((p) => p.id));
+    for (const id of [...this.peers.keys()]) {
+      if (!keep.has(id)) this.removePeer(id, 'gone');
+    }
+    for (const p of list) this.ensurePeer(p.id, p.name);
+  }
+
+  closeAll(reason = 'closed') {
+    for (const id of [...this.peers.keys()]) this.removePeer(id, reason);
+  }
+
+  /** Routes a `signal` frame from the server to its peer connection. */
+  handleSignal({ from, description, candidate }) {
+    const peer = this.peers.get(from) ?? this.ensurePeer(from);
+    peer.enqueue(() => peer.onSignal(description, candidate));
+  }
+
+  /** Puts `track` (or null) on the `kind` sender of every connection. */
+  async setTrack(kind, track) {
+    await Promise.all([...this.peers.values()].map((p) => p.setTrack(kind, track)));
+  }
+
+  /** Sends a chat line to every peer with an open channel; returns how many got it. */
+  sendChat(text) {
+    return this.broadcast({ type: 'chat', text });
+  }
+
+  /** Tells every peer whether our mic/camera are on (shown on their tiles). */
+  sendMediaState() {
+    this.broadcast(this.mediaStateMessage());
+  }
+
+  mediaStateMessage() {
+    return { type: 'state', audio: this.media.isSending('audio'), video: this.media.isSending('video') };
+  }
+
+  broadcast(msg) {
+    const data = JSON.stringify(msg);
+    let n = 0;
+    for (const peer of this.peers.values()) {
+      if (peer.dc?.readyState === 'open') {
+        peer.dc.send(data);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** One remote participant and our RTCPeerConnection to it. */
+class Peer {
+  constructor(mesh, id, name) {
+    this.mesh = mesh;
+    this.id = id;
+    this.name = name;
+    // Both ends must agree on who yields; comparing the ids gives opposite answers.
+    this.polite = mesh.selfId < id;
+    this.pc = null;
+    this.dc = null;
+    this.senders = {};
+    this.transceivers = {};
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.settingRemoteAnswer = false;
+    this.queue = Promise.resolve();
+    this.stream = new MediaStream();
+    this.remote = { audio: true, video: true }; // what the peer says it sends
+    this.restartTimer = null;
+    this.iceRestarts = 0;
+    this.createdAt = performance.now();
+    this.firstFrameAt = null;
+    this.closed = false;
+  }
+
+  get connectionState() {
+    return this.closed ? 'closed' : this.pc?.connectionState ?? 'new';
+  }
+
+  start() {
+    const pc = new RTCPeerConnection({ iceServers: this.mesh.iceServers, bundlePolicy: 'max-bundle' });
+    this.pc = pc;
+    const media = this.mesh.media;
+
+    for (const kind of KINDS) {
+      const track = media.track(kind);
+      if (track) {
+        // addTrack (not addTransceiver) so the remote's offer can reuse this transceiver.
+        this.senders[kind] = pc.addTrack(track, media.stream);
+        this.transceivers[kind] = pc.getTransceivers().find((t) => t.sender === this.senders[kind]);
+      } else {
+        // Nothing to send: still ask to receive this kind.
+        const t = pc.addTransceiver(kind, { direction: 'recvonly' });
+        this.transceivers[kind] = t;
+        this.senders[kind] = t.sender;
+      }
+    }
+
+    // Pre-negotiated channel: both ends create it, so no in-band open and no glare.
+    this.dc = pc.createDataChannel('chat', { negotiated: true, id: 0, ordered: true });
+    this.dc.onopen = () => {
+      this.dc.send(JSON.stringify(this.mesh.mediaStateMessage()));
+      this.changed();
+    };
+    this.dc.onclose = () => this.changed();
+    this.dc.onmessage = (ev) => this.onData(ev.data);
+
+    pc.onnegotiationneeded = () => this.enqueue(() => this.makeOffer());
+    pc.onicecandidate = ({ candidate }) => {
+      this.mesh.signaling.signal(this.id, { candidate: candidateToWire(candidate) });
+    };
+    pc.ontrack = ({ track }) => this.onTrack(track);
+    pc.onconnectionstatechange = () => this.changed();
+    pc.oniceconnectionstatechange = () => {
+      const s = pc.iceConnectionState;
+      clearTimeout(this.restartTimer);
+      if (s === 'failed') {
+        this.restartIce('ice failed');
+      } else if (s === 'disconnected') {
+        // Often recovers by itself (a brief network blip); restart if it does not.
+        this.restartTimer = setTimeout(() => {
+          if (pc.iceConnectionState === 'disconnected') this.restartIce('still disconnected');
+        }, DISCONNECTED_RESTART_MS);
+      }
+      this.changed();
+    };
+    pc.onsignalingstatechange = () => this.changed();
+  }
+
+  /** Runs `fn` after every earlier signaling step of this peer has finished. */
+  enqueue(fn) {
+    this.queue = this.queue.then(fn).catch((err) => {
+      if (!this.closed) console.warn(`peer ${this.id}: negotiation step failed`, err);
+    });
+    return this.queue;
+  }
+
+  async makeOffer() {
+    const pc = this.pc;
+    // Only offer from stable; the browser fires negotiationneeded again once we
+    // are back in stable if it is still needed.
+    if (this.closed || pc.signalingState !== 'stable') return;
+    try {
+      this.makingOffer = true;
+      await pc.setLocalDescription();
+      this.sendDescription();
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  async onSignal(description, candidate) {
+    const pc = this.pc;
+    if (this.closed) return;
+    if (description) {
+      const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
+      const collision = description.type === 'offer' && !readyForOffer;
+      this.ignoreOffer = !this.polite && collision;
+      if (this.ignoreOffer) return;
+      this.settingRemoteAnswer = description.type === 'answer';
+      try {
+        // For the polite side a colliding offer rolls back our own offer implicitly.
+        await pc.setRemoteDescription(description);
+      } finally {
+        this.settingRemoteAnswer = false;
+      }
+      if (description.type === 'offer') {
+        await pc.setLocalDescription();
+        this.sendDescription();
+      }
+    } else if (candidate !== undefined) {
+      const init = candidateFromWire(candidate);
+      if (!init) return; // end-of-candidates: nothing to do for trickle here
+      try {
+        await pc.addIceCandidate(init);
+      } catch (err) {
+        // Candidates for an offer we ignored are expected to fail.
+        if (!this.ignoreOffer) throw err;
+      }
+    }
+  }
+
+  sendDescription() {
+    const { type, sdp } = this.pc.localDescription;
+    this.mesh.signaling.signal(this.id, { description: { type, sdp } });
+  }
+
+  restartIce(why) {
+    if (this.closed) return;
+    this.iceRestarts++;
+    console.info(`peer ${this.id}: restarting ICE (${why})`);
+    // Fires negotiationneeded; the perfect-negotiation path sends the new offer.
+    this.pc.restartIce();
+  }
+
+  async setTrack(kind, track) {
+    const sender = this.senders[kind];
+    if (!sender || this.closed) return;
+    await sender.replaceTrack(track);
+    const t = this.transceivers[kind];
+    if (track && t && !t.stopped && (t.direction === 'recvonly' || t.direction === 'inactive')) {
+      // We had nothing to send before: start sending (renegotiates).
+      t.direction = 'sendrecv';
+      await sender.setStreams?.(this.mesh.media.stream);
+    }
+  }
+
+  onTrack(track) {
+    for (const old of this.stream.getTracks()) {
+      if (old.kind === track.kind && old !== track) this.stream.removeTrack(old);
+    }
+    if (!this.stream.getTracks().includes(track)) this.stream.addTrack(track);
+    this.mesh.emit('track', { peer: this, track });
+  }
+
+  onData(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (msg.type === 'chat' && typeof msg.text === 'string') {
+      this.mesh.emit('chat', { peer: this, text: msg.text.slice(0, 2000), at: Date.now() });
+    } else if (msg.type === 'state') {
+      this.remote = { audio: msg.audio !== false, video: msg.video !== false };
+      this.mesh.emit('remotestate', { peer: this });
+    }
+  }
+
+  changed() {
+    if (!this.closed) this.mesh.emit('peerupdated', { peer: this });
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.restartTimer);
+    try { this.dc?.close(); } catch { /* ignore */ }
+    try { this.pc?.close(); } catch { /* ignore */ }
+    for (const t of this.stream.getTracks()) t.stop();
+  }
+}
+
+/** RTCIceCandidate (camelCase) → protocol candidate (snake_case); null = end of candidates. */
+export function candidateToWire(c) {
+  if (!c) return null;
+  return {
+    candidate: c.candidate ?? '',
+    sdp_mid: c.sdpMid ?? null,
+    sdp_m_line_index: c.sdpMLineIndex ?? null,
+    username_fragment: c.usernameFragment ?? null,
+  };
+}
+
+/** Protocol candidate → RTCIceCandidateInit, or null for an end-of-candidates marker. */
+export function candidateFromWire(c) {
+  if (!c || !c.candidate) return null;
+  return {
+    candidate: c.candidate,
+    sdpMid: c.sdp_mid ?? null,
+    sdpMLineIndex: c.sdp_m_line_index ?? null,
+    usernameFragment: c.username_fragment ?? null,
+  };
+}
