@@ -1,0 +1,128 @@
+//! Drives the sans-IO signaling [`Hub`] on one tokio task.
+//!
+//! Connection tasks send [`HubCommand`]s in; the task feeds them to the hub, drains its outputs
+//! into each connection's bounded outbound queue, and wakes at the hub's deadline.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use signal::{ConnId, Frame, Hub, HubStats, Input, Output};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// Frames queued for one connection before it counts as a slow consumer (close 4002).
+pub(crate) const OUTBOUND_QUEUE: usize = 256;
+
+/// What a connection task tells the hub task.
+#[derive(Debug)]
+pub(crate) enum HubCommand {
+    /// A WebSocket connection opened; `tx` is its outbound queue (capacity `OUTBOUND_QUEUE + 1`).
+    Connected {
+        conn: ConnId,
+        tx: mpsc::Sender<Outgoing>,
+    },
+    /// A frame arrived on it.
+    Frame { conn: ConnId, frame: Frame },
+    /// It ended; `graceful` when the client sent a close frame.
+    Disconnected { conn: ConnId, graceful: bool },
+    /// Close every connection with 1001.
+    Shutdown,
+    /// Report the hub's counters.
+    Stats(oneshot::Sender<HubStats>),
+}
+
+/// What the hub task tells a connection task.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Send this text frame.
+    Text(String),
+    /// Send a close frame with this code and reason, then end.
+    Close(u16, &'static str),
+}
+
+/// Runs the hub until every command sender is gone.
+pub(crate) async fn run(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
+    let mut links: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let input = tokio::select! {
+            command = commands.recv() => match command {
+                None => break,
+                Some(HubCommand::Connected { conn, tx }) => {
+                    links.insert(conn, tx);
+                    Input::Connected { conn, now: Instant::now() }
+                }
+                Some(HubCommand::Frame { conn, frame }) => {
+                    Input::Frame { conn, now: Instant::now(), frame }
+                }
+                Some(HubCommand::Disconnected { conn, graceful }) => {
+                    links.remove(&conn);
+                    Input::Disconnected { conn, now: Instant::now(), graceful }
+                }
+                Some(HubCommand::Shutdown) => Input::Shutdown,
+                Some(HubCommand::Stats(reply)) => {
+                    let _ = reply.send(hub.stats());
+                    continue;
+                }
+            },
+            () = sleep_until(deadline) => Input::Timeout(Instant::now()),
+        };
+        deadline = drive(&mut hub, &mut links, input);
+    }
+}
+
+/// Feeds one input and drains the outputs; connections found too slow to read are dropped and
+/// fed back as disconnects.
+fn drive(
+    hub: &mut Hub,
+    links: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
+    input: Input,
+) -> Option<Instant> {
+    let mut pending = vec![input];
+    let mut deadline = None;
+    while let Some(input) = pending.pop() {
+        hub.handle_input(input);
+        loop {
+            match hub.poll_output() {
+                Output::Send(conn, message) => {
+                    let Some(tx) = links.get(&conn) else { continue };
+                    // One slot stays free for the close frame.
+                    if tx.capacity() > 1 {
+                        let _ = tx.try_send(Outgoing::Text(message.to_json()));
+                    } else {
+                        warn!(
+                            conn = conn.0,
+                            "outbound queue full; closing a slow consumer"
+                        );
+                        let code = signal::CloseCode::SlowConsumer;
+                        let _ = tx.try_send(Outgoing::Close(code.code(), code.reason()));
+                        links.remove(&conn);
+                        pending.push(Input::Disconnected {
+                            conn,
+                            now: Instant::now(),
+                            graceful: false,
+                        });
+                    }
+                }
+                Output::Close(conn, code) => {
+                    debug!(conn = conn.0, code = code.code(), "closing connection");
+                    if let Some(tx) = links.remove(&conn) {
+                        let _ = tx.try_send(Outgoing::Close(code.code(), code.reason()));
+                    }
+                }
+                Output::Timeout(next) => {
+                    deadline = next;
+                    break;
+                }
+            }
+        }
+    }
+    deadline
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,145 @@
+//! `switchboard serve`: flags over the config file, signals, and the server's lifetime.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use server::{Config, Server};
+use signal::IceServer;
+use tracing::info;
+
+/// Options of `switchboard serve`. Each overrides the same setting of `--config`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file; flags given here override its values.
+    #[arg(long, short = 'c', env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address of the HTTP listener (web app, /ws signaling, /healthz) [default: 127.0.0.1:8080]
+    #[arg(long, env = "SWITCHBOARD_HTTP", value_name = "ADDR:PORT")]
+    http: Option<SocketAddr>,
+
+    /// ICE server URL announced to clients (stun:HOST:PORT); repeat for several. TURN entries
+    /// with credentials go in the config file.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+
+    /// Most participants in one room [default: 6]
+    #[arg(long, value_name = "N")]
+    max_peers_per_room: Option<usize>,
+
+    /// Largest signaling frame a client may send, in bytes [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    max_frame_bytes: Option<usize>,
+
+    /// Sustained signaling messages per second per connection [default: 50]
+    #[arg(long, value_name = "N")]
+    messages_per_second: Option<u32>,
+
+    /// Burst of signaling messages per connection [default: 100]
+    #[arg(long, value_name = "N")]
+    message_burst: Option<u32>,
+
+    /// Seconds a peer whose connection dropped may resume [default: 30]
+    #[arg(long, value_name = "SECS")]
+    resume_grace_secs: Option<u64>,
+
+    /// Seconds of silence before a signaling connection is closed [default: 45]
+    #[arg(long, value_name = "SECS")]
+    idle_timeout_secs: Option<u64>,
+
+    /// Most simultaneous signaling connections [default: 20000]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Seconds a shutdown waits for connections to close [default: 5]
+    #[arg(long, value_name = "SECS")]
+    shutdown_grace_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The config file (or the defaults) with every given flag applied over it.
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let s = &mut config.signaling;
+        set(&mut config.http, self.http);
+        set(&mut s.max_peers_per_room, self.max_peers_per_room);
+        set(&mut s.max_frame_bytes, self.max_frame_bytes);
+        set(&mut s.messages_per_second, self.messages_per_second);
+        set(&mut s.message_burst, self.message_burst);
+        set(&mut s.resume_grace_secs, self.resume_grace_secs);
+        set(&mut s.idle_timeout_secs, self.idle_timeout_secs);
+        set(&mut s.max_connections, self.max_connections);
+        set(&mut config.shutdown_grace_secs, self.shutdown_grace_secs);
+        if !self.ice_servers.is_empty() {
+            config.ice_servers = self
+                .ice_servers
+                .into_iter()
+                .map(|url| IceServer {
+                    urls: vec![url],
+                    username: None,
+                    credential: None,
+                })
+                .collect();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn set<T>(field: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *field = value;
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        let addr = server.http_addr()?;
+        info!(%addr, "ready");
+        // The one line on stdout: scripts and tests read the address from it.
+        println!("switchboard: listening on http://{addr}");
+        server.run(shutdown_signal()).await?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second SIGINT exits at once.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => Some(term),
+        Err(err) => {
+            tracing::warn!(%err, "cannot listen for SIGTERM");
+            None
+        }
+    };
+    let terminate = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down (press Ctrl-C again to stop at once)"),
+        () = terminate => info!("SIGTERM: shutting down"),
+    }
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("second SIGINT: stopping now");
+            std::process::exit(130);
+        }
+    });
+}
