@@ -25,6 +25,10 @@ use crate::protocol::{
 };
 use crate::rate::TokenBucket;
 
+/// A connection that has more than 5 × `message_burst` messages dropped within this window is
+/// closed with 1008.
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+
 /// Identifies one WebSocket connection; chosen by the glue, unique for the hub's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -226,7 +230,9 @@ struct Conn {
     peer: Option<PeerId>,
     last_seen: Instant,
     bucket: TokenBucket,
-    dropped_in_row: u32,
+    /// Messages dropped for the rate limit since `drop_window_start`.
+    dropped: u32,
+    drop_window_start: Instant,
     last_rate_error: Option<Instant>,
 }
 
@@ -338,7 +344,8 @@ impl Hub {
                 peer: None,
                 last_seen: now,
                 bucket,
-                dropped_in_row: 0,
+                dropped: 0,
+                drop_window_start: now,
                 last_rate_error: None,
             },
         );
@@ -353,12 +360,14 @@ impl Hub {
         };
         self.stats.frames_in += 1;
         conn.last_seen = now;
-        if conn.bucket.try_take(now) {
-            conn.dropped_in_row = 0;
-        } else {
+        if !conn.bucket.try_take(now) {
             self.stats.rate_limited += 1;
-            conn.dropped_in_row += 1;
-            if conn.dropped_in_row > 5 * self.config.message_burst {
+            if now.saturating_duration_since(conn.drop_window_start) > FLOOD_WINDOW {
+                conn.drop_window_start = now;
+                conn.dropped = 0;
+            }
+            conn.dropped += 1;
+            if conn.dropped > 5 * self.config.message_burst {
                 debug!(conn = conn_id.0, "closing a flooding connection");
                 self.close(conn_id, CloseCode::PolicyViolation, Some(now));
                 return;
