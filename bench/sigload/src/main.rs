@@ -1,0 +1,2 @@
+//! Load generator for Switchboard's signaling benchmarks (placeholder, being written).
+fn main() {}
