@@ -99,6 +99,7 @@ fn set<T>(field: &mut T, flag: Option<T>) {
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,6 +114,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Every signaling connection is a file descriptor; the common soft limit of 1024 would cap the
+/// server far below `max_connections`, so raise it to the hard limit.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second SIGINT exits at once.
