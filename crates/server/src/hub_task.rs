@@ -23,7 +23,7 @@ pub(crate) enum HubCommand {
     },
     /// A frame arrived on it.
     Frame { conn: ConnId, frame: Frame },
-    /// It ended; `graceful` when the client sent a close frame.
+    /// It ended; `graceful` when the client said goodbye (close frame without a code, 1000 or 1001).
     Disconnected { conn: ConnId, graceful: bool },
     /// Close every connection with 1001.
     Shutdown,

@@ -34,7 +34,11 @@ pub(crate) async fn serve_connection(socket: WebSocket, hub: mpsc::Sender<HubCom
                     Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
                     Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.len()),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Frame::Control,
-                    Some(Ok(Message::Close(_))) => break true,
+                    // A deliberate goodbye leaves the room at once; any other code (a client
+                    // dropping a connection it believes dead) keeps the peer for its resume.
+                    Some(Ok(Message::Close(frame))) => {
+                        break frame.is_none_or(|f| matches!(f.code, 1000 | 1001));
+                    }
                     Some(Err(err)) => {
                         debug!(conn = conn.0, %err, "read error");
                         if is_too_big(&err) {

@@ -339,3 +339,37 @@ async fn http_get(addr: SocketAddr, path: String) -> (u16, String, String) {
     let status = head[9..12].parse().unwrap();
     (status, head.to_lowercase(), body.to_owned())
 }
+
+#[tokio::test]
+async fn close_1000_leaves_at_once_but_other_codes_keep_the_peer_for_resume() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = start(Config::default()).await;
+    let (mut watcher, _) = join(server.addr, "standup", "W").await;
+    let (mut bye, welcome_bye) = join(server.addr, "standup", "Bye").await;
+    let (mut drop4100, welcome_drop) = join(server.addr, "standup", "Drop").await;
+    assert_eq!(recv(&mut watcher).await["type"], "peer_joined");
+    assert_eq!(recv(&mut watcher).await["type"], "peer_joined");
+
+    let frame = |code: u16| {
+        Some(CloseFrame {
+            code: code.into(),
+            reason: "".into(),
+        })
+    };
+    drop4100.close(frame(4100)).await.unwrap();
+    bye.close(frame(1000)).await.unwrap();
+    let left = recv(&mut watcher).await;
+    assert_eq!(
+        left,
+        json!({"type": "peer_left", "peer": welcome_bye["peer"], "reason": "left"})
+    );
+
+    let mut again = connect(server.addr).await;
+    send(
+        &mut again,
+        json!({"type": "join", "room": "standup", "name": "Drop",
+        "resume": {"peer": welcome_drop["peer"], "token": welcome_drop["resume_token"]}}),
+    )
+    .await;
+    assert_eq!(recv(&mut again).await["resumed"], true);
+}
