@@ -215,7 +215,7 @@ function wireSignaling(signaling, mesh, name, media) {
     mesh.configure({ selfId: msg.peer, iceServers: signaling.iceServers });
     const peers = Array.isArray(msg.peers) ? msg.peers : [];
     if (resumed) mesh.reconcile(peers);
-    else for (const p of peers) mesh.ensurePeer(p.id, p.name);
+    else for (const p of peers) mesh.ensurePeer(p.id, p.name, { initiator: true });
     ui.setError(null);
     document.body.dataset.peer = msg.peer;
   });

@@ -4,6 +4,8 @@
 // Also owns the per-peer chat data channel and ICE restarts after failures.
 
 const DISCONNECTED_RESTART_MS = 4_000;
+const RESPONDER_WAIT_MS = 3_000;
+const STALL_RESTART_MS = 5_000;
 const KINDS = ['audio', 'video'];
 
 /**
@@ -32,8 +34,11 @@ export class Mesh extends EventTarget {
     this.iceServers = iceServers ?? [];
   }
 
-  /** Makes sure a connection to `id` exists; returns its Peer. */
-  ensurePeer(id, name) {
+  /**
+   * Makes sure a connection to `id` exists; returns its Peer. `initiator`:
+   * we offer first (we are the newcomer); otherwise we wait for their offer.
+   */
+  ensurePeer(id, name, { initiator = false } = {}) {
     let peer = this.peers.get(id);
     if (peer) {
       if (name && peer.name !== name) {
@@ -45,7 +50,7 @@ export class Mesh extends EventTarget {
     peer = new Peer(this, id, name ?? id.slice(0, 6));
     this.peers.set(id, peer);
     this.emit('peeradded', { peer });
-    peer.start();
+    peer.start({ initiator });
     return peer;
   }
 
@@ -63,7 +68,7 @@ export class Mesh extends EventTarget {
     for (const id of [...this.peers.keys()]) {
       if (!keep.has(id)) this.removePeer(id, 'gone');
     }
-    for (const p of list) this.ensurePeer(p.id, p.name);
+    for (const p of list) this.ensurePeer(p.id, p.name, { initiator: true });
   }
 
   closeAll(reason = 'closed') {
@@ -72,7 +77,8 @@ export class Mesh extends EventTarget {
 
   /** Routes a `signal` frame from the server to its peer connection. */
   handleSignal({ from, description, candidate }) {
-    const peer = this.peers.get(from) ?? this.ensurePeer(from);
+    const peer = this.peers.get(from);
+    if (!peer) return;
     peer.enqueue(() => peer.onSignal(description, candidate));
   }
 
@@ -130,6 +136,10 @@ class Peer {
     this.queue = Promise.resolve();
     this.stream = new MediaStream();
     this.remote = { audio: true, video: true }; // what the peer says it sends
+    this.initiator = false;
+    this.attached = false;
+    this.attachTimer = null;
+    this.watchdog = null;
     this.restartTimer = null;
     this.iceRestarts = 0;
     this.createdAt = performance.now();
@@ -141,33 +151,18 @@ class Peer {
     return this.closed ? 'closed' : this.pc?.connectionState ?? 'new';
   }
 
-  start() {
+  /**
+   * Creates the RTCPeerConnection. The initiator attaches its media at once
+   * (so it offers first); the other side waits for that offer and attaches
+   * right before answering it. Both would converge anyway (perfect
+   * negotiation), but avoiding glare on every join is faster and sidesteps
+   * rollbacks while ICE is gathering, which Chromium sometimes does not
+   * survive (gathering stalls; see the watchdog below).
+   */
+  start({ initiator }) {
     const pc = new RTCPeerConnection({ iceServers: this.mesh.iceServers, bundlePolicy: 'max-bundle' });
     this.pc = pc;
-    const media = this.mesh.media;
-
-    for (const kind of KINDS) {
-      const track = media.track(kind);
-      if (track) {
-        // addTrack (not addTransceiver) so the remote's offer can reuse this transceiver.
-        this.senders[kind] = pc.addTrack(track, media.stream);
-        this.transceivers[kind] = pc.getTransceivers().find((t) => t.sender === this.senders[kind]);
-      } else {
-        // Nothing to send: still ask to receive this kind.
-        const t = pc.addTransceiver(kind, { direction: 'recvonly' });
-        this.transceivers[kind] = t;
-        this.senders[kind] = t.sender;
-      }
-    }
-
-    // Pre-negotiated channel: both ends create it, so no in-band open and no glare.
-    this.dc = pc.createDataChannel('chat', { negotiated: true, id: 0, ordered: true });
-    this.dc.onopen = () => {
-      this.dc.send(JSON.stringify(this.mesh.mediaStateMessage()));
-      this.changed();
-    };
-    this.dc.onclose = () => this.changed();
-    this.dc.onmessage = (ev) => this.onData(ev.data);
+    this.initiator = initiator;
 
     pc.onnegotiationneeded = () => this.enqueue(() => this.makeOffer());
     pc.onicecandidate = ({ candidate }) => {
@@ -186,9 +181,71 @@ class Peer {
           if (pc.iceConnectionState === 'disconnected') this.restartIce('still disconnected');
         }, DISCONNECTED_RESTART_MS);
       }
+      this.armWatchdog();
       this.changed();
     };
-    pc.onsignalingstatechange = () => this.changed();
+    pc.onsignalingstatechange = () => {
+      this.armWatchdog();
+      this.changed();
+    };
+
+    if (initiator) {
+      this.attach({ recvOnlyFor: true });
+    } else {
+      // If the initiator's offer never comes (e.g. an older client), offer ourselves.
+      this.attachTimer = setTimeout(() => this.enqueue(async () => this.attach({ recvOnlyFor: true })), RESPONDER_WAIT_MS);
+    }
+  }
+
+  /**
+   * Adds our tracks and the chat channel. `recvOnlyFor`: add receive-only
+   * transceivers for kinds we cannot send, so that our offer asks for them
+   * (an answerer gets them from the offer instead).
+   */
+  attach({ recvOnlyFor }) {
+    if (this.attached || this.closed) return;
+    this.attached = true;
+    clearTimeout(this.attachTimer);
+    const pc = this.pc;
+    const media = this.mesh.media;
+    for (const kind of KINDS) {
+      const track = media.track(kind);
+      if (track) {
+        // addTrack (not addTransceiver) so that a remote offer can reuse the transceiver.
+        this.senders[kind] = pc.addTrack(track, media.stream);
+        this.transceivers[kind] = pc.getTransceivers().find((t) => t.sender === this.senders[kind]);
+      } else if (recvOnlyFor) {
+        const t = pc.addTransceiver(kind, { direction: 'recvonly' });
+        this.transceivers[kind] = t;
+        this.senders[kind] = t.sender;
+      }
+    }
+
+    // Pre-negotiated channel: both ends create it, so no in-band open and no glare.
+    this.dc = pc.createDataChannel('chat', { negotiated: true, id: 0, ordered: true });
+    this.dc.onopen = () => {
+      this.dc.send(JSON.stringify(this.mesh.mediaStateMessage()));
+      this.changed();
+    };
+    this.dc.onclose = () => this.changed();
+    this.dc.onmessage = (ev) => this.onData(ev.data);
+  }
+
+  /**
+   * Chromium occasionally stalls ICE gathering after a rollback, leaving both
+   * ends "new" forever; an ICE restart recovers. If ICE is still "new" a few
+   * seconds after a completed offer/answer, restart it (the impolite side
+   * first, so that both do not restart at once).
+   */
+  armWatchdog() {
+    clearTimeout(this.watchdog);
+    const pc = this.pc;
+    if (this.closed || pc.iceConnectionState !== 'new' || pc.signalingState !== 'stable' || !pc.remoteDescription) return;
+    this.watchdog = setTimeout(() => {
+      if (!this.closed && pc.iceConnectionState === 'new' && pc.signalingState === 'stable') {
+        this.restartIce('ICE never started');
+      }
+    }, this.polite ? STALL_RESTART_MS * 2 : STALL_RESTART_MS);
   }
 
   /** Runs `fn` after every earlier signaling step of this peer has finished. */
@@ -217,6 +274,7 @@ class Peer {
     const pc = this.pc;
     if (this.closed) return;
     if (description) {
+      if (description.type === 'offer') this.attach({ recvOnlyFor: false });
       const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
       const collision = description.type === 'offer' && !readyForOffer;
       this.ignoreOffer = !this.polite && collision;
@@ -258,14 +316,26 @@ class Peer {
   }
 
   async setTrack(kind, track) {
-    const sender = this.senders[kind];
-    if (!sender || this.closed) return;
-    await sender.replaceTrack(track);
-    const t = this.transceivers[kind];
-    if (track && t && !t.stopped && (t.direction === 'recvonly' || t.direction === 'inactive')) {
+    if (this.closed || !this.attached) return; // attach() picks up the current tracks
+    let t = this.transceivers[kind];
+    if (!t) {
+      // We answered without a track of this kind: use the transceiver the
+      // offer created, or add one (renegotiates).
+      t = this.pc.getTransceivers().find((x) => !x.stopped && x.receiver.track.kind === kind && !x.sender.track);
+      if (!t) {
+        if (!track) return;
+        this.senders[kind] = this.pc.addTrack(track, this.mesh.media.stream);
+        this.transceivers[kind] = this.pc.getTransceivers().find((x) => x.sender === this.senders[kind]);
+        return;
+      }
+      this.transceivers[kind] = t;
+      this.senders[kind] = t.sender;
+    }
+    await t.sender.replaceTrack(track);
+    if (track && !t.stopped && (t.direction === 'recvonly' || t.direction === 'inactive')) {
       // We had nothing to send before: start sending (renegotiates).
       t.direction = 'sendrecv';
-      await sender.setStreams?.(this.mesh.media.stream);
+      t.sender.setStreams?.(this.mesh.media.stream);
     }
   }
 
@@ -299,6 +369,8 @@ class Peer {
   close() {
     this.closed = true;
     clearTimeout(this.restartTimer);
+    clearTimeout(this.watchdog);
+    clearTimeout(this.attachTimer);
     try { this.dc?.close(); } catch { /* ignore */ }
     try { this.pc?.close(); } catch { /* ignore */ }
     for (const t of this.stream.getTracks()) t.stop();

@@ -114,6 +114,14 @@ export async function openPage(browser, url, { label = '', contextOptions = {} }
   };
   page.on('console', (m) => log(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log(`pageerror: ${e.stack ?? e}`));
+  page.on('websocket', (ws) => {
+    const t0 = Date.now();
+    const frame = (dir) => (f) => log(`ws ${dir} +${Date.now() - t0}ms ${String(f.payload).slice(0, 140)}`);
+    log(`ws open ${ws.url()}`);
+    ws.on('framesent', frame('>>'));
+    ws.on('framereceived', frame('<<'));
+    ws.on('close', () => log('ws closed'));
+  });
   await page.goto(url);
   return page;
 }
