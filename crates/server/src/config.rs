@@ -3,12 +3,15 @@
 //! Every field has a documented default, so an empty file (or none) is a working configuration.
 //! Unknown keys are errors, and [`Config::validate`] names the field that is out of range.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use signal::{HubConfig, IceServer};
+
+use crate::turn_loop::TurnSettings;
 
 /// Everything `switchboard serve` can be told.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -21,8 +24,204 @@ pub struct Config {
     /// Signaling limits.
     pub signaling: SignalingConfig,
     /// ICE servers announced to clients, as `[[ice_servers]]` tables with `urls`, and for TURN
-    /// `username` and `credential`. Default: none (host candidates suffice on one machine or LAN).
+    /// `username` and `credential`. Default: none besides the built-in TURN server's own.
     pub ice_servers: Vec<IceServer>,
+    /// The built-in STUN/TURN server.
+    pub turn: TurnConfig,
+}
+
+/// The `[turn]` table: the built-in STUN/TURN server (RFC 8489, RFC 8656).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Run it. Default true for `serve`.
+    pub enabled: bool,
+    /// UDP and TCP listening address. Default `127.0.0.1:3478`.
+    pub listen: SocketAddr,
+    /// Realm of the long-term credentials. Default `switchboard`.
+    pub realm: String,
+    /// Static users as `"USER:PASSWORD"`.
+    pub users: Vec<String>,
+    /// Shared secret for coturn-compatible REST credentials (`EXPIRY[:NAME]` usernames). When
+    /// unset, `serve` makes a random one at start for its own web clients.
+    pub secret: Option<String>,
+    /// Lifetime of the REST credentials handed to web clients, in seconds. Default 43200 (12 h).
+    pub credential_ttl_secs: u64,
+    /// Address relay sockets bind to. Default: the listening address's IP (required when that
+    /// is unspecified, like 0.0.0.0).
+    pub relay_ip: Option<IpAddr>,
+    /// Relay port range, `"LOW-HIGH"`. Default `"49152-65535"`.
+    pub relay_ports: String,
+    /// Host name or IP clients are told to use in `stun:`/`turn:` URLs. Default: the relay IP.
+    pub external_host: Option<String>,
+    /// Relay to loopback peers (127.0.0.0/8, ::1). Dangerous: a client could reach services
+    /// on the server itself. For tests and single-machine setups only. Default false.
+    pub dangerous_allow_loopback_peers: bool,
+    /// Peer ranges allowed although the defaults deny them, e.g. `["10.0.0.0/8"]`.
+    pub allowed_peer_ranges: Vec<String>,
+    /// Extra peer ranges to deny.
+    pub denied_peer_ranges: Vec<String>,
+    /// Most allocations in total. Default 10000.
+    pub max_allocations: usize,
+    /// Most allocations per username. Default 32.
+    pub max_allocations_per_user: usize,
+    /// Relayed bytes per second per allocation (0 = unlimited). Default 12500000 (100 Mbit/s).
+    pub max_bytes_per_sec_per_allocation: u64,
+    /// Relayed bytes per second for the whole server (0 = unlimited). Default 0.
+    pub max_bytes_per_sec_total: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        let core = turn::ServerConfig::default();
+        TurnConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3478)),
+            realm: "switchboard".into(),
+            users: Vec::new(),
+            secret: None,
+            credential_ttl_secs: 12 * 3600,
+            relay_ip: None,
+            relay_ports: "49152-65535".into(),
+            external_host: None,
+            dangerous_allow_loopback_peers: false,
+            allowed_peer_ranges: Vec::new(),
+            denied_peer_ranges: Vec::new(),
+            max_allocations: core.max_allocations,
+            max_allocations_per_user: core.max_allocations_per_user,
+            max_bytes_per_sec_per_allocation: core.max_bytes_per_sec_per_allocation,
+            max_bytes_per_sec_total: core.max_bytes_per_sec_total,
+        }
+    }
+}
+
+impl TurnConfig {
+    /// Checks the TURN settings and turns them into what the TURN thread needs.
+    pub fn settings(&self) -> Result<TurnSettings, ConfigError> {
+        let invalid =
+            |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
+        if self.realm.is_empty()
+            || self.realm.len() > 127
+            || self.realm.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "turn.realm",
+                "must be 1 to 127 printable characters".into(),
+            ));
+        }
+        let mut credentials = turn::Credentials::new(self.realm.clone());
+        for user in &self.users {
+            match user.split_once(':') {
+                Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+                    credentials.add_user(name, password);
+                }
+                _ => {
+                    return Err(invalid(
+                        "turn.users",
+                        format!("{user:?} is not USER:PASSWORD"),
+                    ));
+                }
+            }
+        }
+        if let Some(secret) = &self.secret {
+            if secret.len() < 16 {
+                return Err(invalid(
+                    "turn.secret",
+                    "must be at least 16 characters".into(),
+                ));
+            }
+            credentials.set_rest_secret(secret.as_bytes());
+        }
+        let relay_ip = match self.relay_ip {
+            Some(ip) if ip.is_unspecified() => {
+                return Err(invalid(
+                    "turn.relay_ip",
+                    "must be a concrete address, not 0.0.0.0 or ::".into(),
+                ));
+            }
+            Some(ip) => ip,
+            None if self.listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "turn.relay_ip",
+                    "must be set when turn.listen is an unspecified address".into(),
+                ));
+            }
+            None => self.listen.ip(),
+        };
+        let relay_ports = self
+            .relay_ports
+            .split_once('-')
+            .and_then(|(low, high)| {
+                Some((
+                    low.trim().parse::<u16>().ok()?,
+                    high.trim().parse::<u16>().ok()?,
+                ))
+            })
+            .filter(|(low, high)| *low >= 1024 && low <= high)
+            .ok_or_else(|| {
+                invalid(
+                    "turn.relay_ports",
+                    format!("{:?} is not LOW-HIGH within 1024-65535", self.relay_ports),
+                )
+            })?;
+        let parse_nets =
+            |field: &'static str, list: &[String]| -> Result<Vec<IpNet>, ConfigError> {
+                list.iter()
+                    .map(|text| {
+                        text.parse::<IpNet>()
+                            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                            .map_err(|_| {
+                                invalid(field, format!("{text:?} is not an address or CIDR range"))
+                            })
+                    })
+                    .collect()
+            };
+        check("turn.max_allocations", self.max_allocations, 1, 10_000_000)?;
+        check(
+            "turn.max_allocations_per_user",
+            self.max_allocations_per_user,
+            1,
+            10_000_000,
+        )?;
+        check(
+            "turn.credential_ttl_secs",
+            self.credential_ttl_secs,
+            60,
+            7 * 86_400,
+        )?;
+        let policy = turn::PeerPolicy {
+            dangerous_allow_loopback: self.dangerous_allow_loopback_peers,
+            allow: parse_nets("turn.allowed_peer_ranges", &self.allowed_peer_ranges)?,
+            deny: parse_nets("turn.denied_peer_ranges", &self.denied_peer_ranges)?,
+            server_addresses: vec![self.listen.ip(), relay_ip],
+        };
+        Ok(TurnSettings {
+            listen: self.listen,
+            relay_ip,
+            relay_ip6: None,
+            relay_ports,
+            server: turn::ServerConfig {
+                max_allocations: self.max_allocations,
+                max_allocations_per_user: self.max_allocations_per_user,
+                max_bytes_per_sec_per_allocation: self.max_bytes_per_sec_per_allocation,
+                max_bytes_per_sec_total: self.max_bytes_per_sec_total,
+                policy,
+                ..turn::ServerConfig::default()
+            },
+            credentials,
+        })
+    }
+
+    /// The host clients should put in `stun:`/`turn:` URLs.
+    pub fn url_host(&self, relay_ip: IpAddr) -> String {
+        match &self.external_host {
+            Some(host) => host.clone(),
+            None => match relay_ip {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            },
+        }
+    }
 }
 
 impl Default for Config {
@@ -32,6 +231,7 @@ impl Default for Config {
             shutdown_grace_secs: 5,
             signaling: SignalingConfig::default(),
             ice_servers: Vec::new(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -150,6 +350,9 @@ impl Config {
             10_000_000,
         )?;
         check("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
+        if self.turn.enabled {
+            self.turn.settings()?;
+        }
         for server in &self.ice_servers {
             if server.urls.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -169,7 +372,8 @@ impl Config {
         Ok(())
     }
 
-    /// The signaling hub's settings.
+    /// The signaling hub's settings (without per-peer TURN credentials, which [`crate::Server`]
+    /// adds when it runs TURN).
     pub fn hub_config(&self) -> HubConfig {
         let s = &self.signaling;
         HubConfig {
@@ -181,6 +385,7 @@ impl Config {
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             max_connections: s.max_connections,
             ice_servers: self.ice_servers.clone(),
+            ice_server_source: None,
             ..HubConfig::default()
         }
     }
@@ -227,6 +432,33 @@ mod tests {
         assert_eq!(config.signaling.max_peers_per_room, 8);
         assert_eq!(config.signaling.message_burst, 100);
         assert_eq!(config.ice_servers.len(), 1);
+    }
+
+    #[test]
+    fn turn_settings_validate_and_name_the_field() {
+        let mut config = Config::default();
+        assert!(config.turn.settings().is_ok());
+        let field = |config: &Config| match config.turn.settings() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        };
+        config.turn.users = vec!["nocolon".into()];
+        assert_eq!(field(&config), "turn.users");
+        config = Config::default();
+        config.turn.relay_ports = "70000-80000".into();
+        assert_eq!(field(&config), "turn.relay_ports");
+        config = Config::default();
+        config.turn.listen = "0.0.0.0:3478".parse().unwrap();
+        assert_eq!(field(&config), "turn.relay_ip");
+        config = Config::default();
+        config.turn.allowed_peer_ranges = vec!["10.0.0.0/33".into()];
+        assert_eq!(field(&config), "turn.allowed_peer_ranges");
+        config = Config::default();
+        config.turn.secret = Some("short".into());
+        assert_eq!(field(&config), "turn.secret");
+        let parsed =
+            Config::from_toml("[turn]\nusers = [\"a:b\"]\nrelay_ports = \"50000-50100\"").unwrap();
+        assert_eq!(parsed.turn.settings().unwrap().relay_ports, (50000, 50100));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod config;
 
 mod hub_task;
+pub mod turn_loop;
 mod web;
 mod ws;
 
@@ -24,14 +25,24 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, TurnConfig};
+pub use turn_loop::{TurnHandle, TurnSettings};
 
 use crate::hub_task::HubCommand;
 
-/// A server whose listener is bound, ready to [`Server::run`].
+/// A server whose listeners are bound (and TURN running), ready to [`Server::run`].
 pub struct Server {
     listener: TcpListener,
     config: Config,
+    turn: Option<RunningTurn>,
+}
+
+/// The built-in TURN server and what web clients are told about it.
+struct RunningTurn {
+    handle: TurnHandle,
+    secret: Vec<u8>,
+    urls: Vec<String>,
+    ttl_secs: u64,
 }
 
 /// Why the server could not start or stopped.
@@ -64,7 +75,7 @@ struct AppState {
 }
 
 impl Server {
-    /// Validates `config` and binds the HTTP listener.
+    /// Validates `config`, binds the HTTP listener and starts TURN when enabled.
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
         config.validate()?;
         let listener = TcpListener::bind(config.http)
@@ -73,12 +84,26 @@ impl Server {
                 addr: config.http,
                 source,
             })?;
-        Ok(Server { listener, config })
+        let turn = if config.turn.enabled {
+            Some(start_turn(&config.turn)?)
+        } else {
+            None
+        };
+        Ok(Server {
+            listener,
+            config,
+            turn,
+        })
     }
 
     /// The bound HTTP address (useful with port 0).
     pub fn http_addr(&self) -> Result<SocketAddr, ServeError> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// The TURN listening address, when TURN runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(|t| t.handle.local_addr())
     }
 
     /// Serves until `shutdown` completes, then closes every signaling connection with 1001 and
@@ -89,7 +114,11 @@ impl Server {
     ) -> Result<(), ServeError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| ServeError::Random(e.to_string()))?;
-        let hub = Hub::new(self.config.hub_config(), seed);
+        let mut hub_config = self.config.hub_config();
+        if let Some(turn) = &self.turn {
+            hub_config.ice_server_source = Some(turn_ice_servers(turn));
+        }
+        let hub = Hub::new(hub_config, seed);
         let (hub_tx, hub_rx) = mpsc::channel(4096);
         let hub_task = tokio::spawn(hub_task::run(hub, hub_rx));
         let state = AppState {
@@ -119,8 +148,66 @@ impl Server {
         };
         drop(hub_tx);
         hub_task.abort();
+        if let Some(turn) = self.turn {
+            turn.handle.shutdown();
+        }
         result
     }
+}
+
+/// Starts the TURN thread; without a configured secret, makes a random one for web clients.
+fn start_turn(config: &config::TurnConfig) -> Result<RunningTurn, ServeError> {
+    let mut settings = config.settings()?;
+    let secret = match &config.secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => {
+            let mut random = [0u8; 32];
+            getrandom::fill(&mut random).map_err(|e| ServeError::Random(e.to_string()))?;
+            let secret: Vec<u8> = random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes();
+            settings.credentials.set_rest_secret(&secret);
+            secret
+        }
+    };
+    let handle = TurnHandle::start(settings.clone()).map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let host = config.url_host(settings.relay_ip);
+    let port = handle.local_addr().port();
+    let urls = vec![
+        format!("stun:{host}:{port}"),
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{port}?transport=tcp"),
+    ];
+    Ok(RunningTurn {
+        handle,
+        secret,
+        urls,
+        ttl_secs: config.credential_ttl_secs,
+    })
+}
+
+/// Every joining peer gets the TURN URLs with REST credentials naming it, valid for the TTL.
+fn turn_ice_servers(turn: &RunningTurn) -> signal::IceServerSource {
+    let secret = turn.secret.clone();
+    let urls = turn.urls.clone();
+    let ttl = turn.ttl_secs;
+    signal::IceServerSource(std::sync::Arc::new(move |peer| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (username, credential) = turn::rest_credentials(&secret, now + ttl, &peer.to_string());
+        vec![signal::IceServer {
+            urls: urls.clone(),
+            username: Some(username),
+            credential: Some(credential),
+        }]
+    }))
 }
 
 /// Reads the hub's counters from a running server's state (used by tests and `/healthz`).

@@ -22,12 +22,12 @@ struct Running {
 }
 
 async fn start(config: Config) -> Running {
-    let server = Server::bind(Config {
+    let mut config = Config {
         http: "127.0.0.1:0".parse().unwrap(),
         ..config
-    })
-    .await
-    .unwrap();
+    };
+    config.turn.listen = "127.0.0.1:0".parse().unwrap();
+    let server = Server::bind(config).await.unwrap();
     let addr = server.http_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

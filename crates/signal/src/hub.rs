@@ -54,7 +54,29 @@ pub struct HubConfig {
     pub max_queued_signals: usize,
     /// The ICE servers announced in `welcome`.
     pub ice_servers: Vec<IceServer>,
+    /// More ICE servers made for each peer as it joins (TURN entries with short-lived
+    /// credentials); appended after `ice_servers`.
+    pub ice_server_source: Option<IceServerSource>,
 }
+
+/// Makes per-peer ICE server entries, e.g. TURN REST credentials naming the peer. Supplied by
+/// the glue, which may read the clock and hold secrets.
+#[derive(Clone)]
+pub struct IceServerSource(pub std::sync::Arc<dyn Fn(PeerId) -> Vec<IceServer> + Send + Sync>);
+
+impl std::fmt::Debug for IceServerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IceServerSource(..)")
+    }
+}
+
+impl PartialEq for IceServerSource {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for IceServerSource {}
 
 impl Default for HubConfig {
     fn default() -> Self {
@@ -68,6 +90,7 @@ impl Default for HubConfig {
             max_connections: 20_000,
             max_queued_signals: 256,
             ice_servers: Vec::new(),
+            ice_server_source: None,
         }
     }
 }
@@ -588,7 +611,13 @@ impl Hub {
             resumed,
             resume_token: peer.resume_token.clone(),
             peers,
-            ice_servers: config.ice_servers.clone(),
+            ice_servers: {
+                let mut servers = config.ice_servers.clone();
+                if let Some(source) = &config.ice_server_source {
+                    servers.extend((source.0)(id));
+                }
+                servers
+            },
             limits: Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_peers_per_room: config.max_peers_per_room,

@@ -15,7 +15,7 @@ pub mod protocol;
 mod names;
 mod rate;
 
-pub use hub::{CloseCode, ConnId, Frame, Hub, HubConfig, HubStats, Input, Output};
+pub use hub::{CloseCode, ConnId, Frame, Hub, HubConfig, HubStats, IceServerSource, Input, Output};
 pub use names::{DisplayName, NameError, RoomName};
 pub use protocol::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage};
 

@@ -99,3 +99,28 @@ fn shutdown_closes_everyone_with_going_away() {
     assert_eq!(sim.closed.get(&1), Some(&signal::CloseCode::GoingAway));
     assert_eq!(sim.closed.get(&2), Some(&signal::CloseCode::GoingAway));
 }
+
+#[test]
+fn welcome_carries_static_and_per_peer_ice_servers() {
+    use std::sync::Arc;
+    let source = signal::IceServerSource(Arc::new(|peer| {
+        vec![signal::IceServer {
+            urls: vec!["turn:192.0.2.1:3478".into()],
+            username: Some(format!("1800000000:{peer}")),
+            credential: Some("pw".into()),
+        }]
+    }));
+    let mut sim = Sim::new(HubConfig {
+        ice_servers: vec![signal::IceServer {
+            urls: vec!["stun:192.0.2.1:3478".into()],
+            username: None,
+            credential: None,
+        }],
+        ice_server_source: Some(source),
+        ..HubConfig::default()
+    });
+    let peer = sim.join(1, "r", "Ada");
+    let servers = &sim.last(1)["ice_servers"];
+    assert_eq!(servers[0], json!({"urls": ["stun:192.0.2.1:3478"]}));
+    assert_eq!(servers[1]["username"], json!(format!("1800000000:{peer}")));
+}

@@ -3,7 +3,7 @@
 /// A ChannelData message borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelData<'a> {
-    /// Channel number, 0x4000–0x4FFF.
+    /// Channel number, 0x4000–0x7FFF.
     pub channel: u16,
     /// The application data.
     pub data: &'a [u8],
@@ -15,7 +15,7 @@ pub struct ChannelData<'a> {
 pub enum ChannelDataError {
     /// Shorter than the header or its length field.
     Truncated,
-    /// The channel number is outside 0x4000–0x4FFF.
+    /// The channel number is outside 0x4000–0x7FFF.
     BadChannel,
     /// More than three padding bytes follow the data.
     TrailingBytes,
@@ -25,7 +25,7 @@ impl std::fmt::Display for ChannelDataError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ChannelDataError::Truncated => "truncated ChannelData",
-            ChannelDataError::BadChannel => "channel number outside 0x4000-0x4FFF",
+            ChannelDataError::BadChannel => "channel number outside 0x4000-0x7FFF",
             ChannelDataError::TrailingBytes => "bytes after ChannelData",
         })
     }
@@ -35,8 +35,9 @@ impl std::error::Error for ChannelDataError {}
 
 /// Lowest valid channel number (RFC 8656 §12).
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// Highest valid channel number.
-pub const MAX_CHANNEL: u16 = 0x4fff;
+/// Highest channel number accepted. RFC 8656 narrowed the range to 0x4FFF, but RFC 5766's
+/// 0x7FFF is what deployed clients (coturn's among them) still pick from, so it is accepted.
+pub const MAX_CHANNEL: u16 = 0x7fff;
 
 impl<'a> ChannelData<'a> {
     /// Parses one datagram: the data, plus at most the padding to a multiple of 4 (over UDP the
@@ -117,7 +118,7 @@ mod tests {
             Err(ChannelDataError::Truncated)
         );
         assert_eq!(
-            ChannelData::parse(b"\x50\x00\x00\x00"),
+            ChannelData::parse(b"\x80\x00\x00\x00"),
             Err(ChannelDataError::BadChannel)
         );
         assert_eq!(
@@ -128,6 +129,7 @@ mod tests {
             ChannelData::parse(b"\x40\x00\x00\x01a\0\0\0\0"),
             Err(ChannelDataError::TrailingBytes)
         );
-        assert_eq!(ChannelData::stream_frame_len([0x50, 0, 0, 0]), None);
+        assert_eq!(ChannelData::stream_frame_len([0x80, 0, 0, 0]), None);
+        assert_eq!(ChannelData::stream_frame_len([0x7f, 0xff, 0, 0]), Some(4));
     }
 }

@@ -20,7 +20,7 @@ mod message;
 mod writer;
 
 pub use attributes::{AttributeType, ErrorCode, PasswordAlgorithm, addr_family};
-pub use channel_data::{ChannelData, ChannelDataError};
+pub use channel_data::{ChannelData, ChannelDataError, MAX_CHANNEL, MIN_CHANNEL};
 pub use credentials::{long_term_key_md5, long_term_key_sha256, userhash};
 pub use message::{Class, Integrity, Message, MessageType, Method, ParseError, TransactionId};
 pub use writer::MessageWriter;
@@ -37,7 +37,7 @@ pub const FINGERPRINT_XOR: u32 = 0x5354_554e;
 pub enum PacketKind {
     /// First two bits 00: a STUN message.
     Stun,
-    /// 0x40–0x4F: TURN ChannelData (channel numbers 0x4000–0x4FFF).
+    /// 0x40–0x7F: TURN ChannelData (channel numbers 0x4000–0x7FFF).
     ChannelData,
     /// Anything else (DTLS, RTP, garbage, reserved channel ranges).
     Other,
@@ -47,7 +47,7 @@ pub enum PacketKind {
 pub fn classify(packet: &[u8]) -> PacketKind {
     match packet.first() {
         Some(0x00..=0x03) => PacketKind::Stun,
-        Some(0x40..=0x4f) => PacketKind::ChannelData,
+        Some(0x40..=0x7f) => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
 }

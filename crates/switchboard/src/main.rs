@@ -1,6 +1,8 @@
 //! The `switchboard` command line.
 
 mod serve;
+mod turn_args;
+mod turn_cmd;
 
 use std::process::ExitCode;
 
@@ -20,8 +22,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server: web app, WebSocket signaling, health check.
+    /// Run the server: web app, WebSocket signaling, STUN/TURN, health check.
     Serve(serve::ServeArgs),
+    /// Run only the STUN/TURN server.
+    Turn(turn_cmd::TurnCmdArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Turn(args) => turn_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

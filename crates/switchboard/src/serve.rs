@@ -9,6 +9,8 @@ use server::{Config, Server};
 use signal::IceServer;
 use tracing::info;
 
+use crate::turn_args::TurnArgs;
+
 /// Options of `switchboard serve`. Each overrides the same setting of `--config`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -56,6 +58,13 @@ pub(crate) struct ServeArgs {
     /// Seconds a shutdown waits for connections to close [default: 5]
     #[arg(long, value_name = "SECS")]
     shutdown_grace_secs: Option<u64>,
+
+    /// Do not run the built-in STUN/TURN server
+    #[arg(long)]
+    no_turn: bool,
+
+    #[command(flatten)]
+    turn: TurnArgs,
 }
 
 impl ServeArgs {
@@ -75,6 +84,10 @@ impl ServeArgs {
         set(&mut s.idle_timeout_secs, self.idle_timeout_secs);
         set(&mut s.max_connections, self.max_connections);
         set(&mut config.shutdown_grace_secs, self.shutdown_grace_secs);
+        if self.no_turn {
+            config.turn.enabled = false;
+        }
+        self.turn.apply(&mut config.turn);
         if !self.ice_servers.is_empty() {
             config.ice_servers = self
                 .ice_servers
@@ -110,6 +123,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         info!(%addr, "ready");
         // The one line on stdout: scripts and tests read the address from it.
         println!("switchboard: listening on http://{addr}");
+        if let Some(turn) = server.turn_addr() {
+            println!("switchboard: TURN listening on {turn} (udp, tcp)");
+        }
         server.run(shutdown_signal()).await?;
         info!("stopped");
         Ok(())
@@ -118,7 +134,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Every signaling connection is a file descriptor; the common soft limit of 1024 would cap the
 /// server far below `max_connections`, so raise it to the hard limit.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
@@ -126,7 +142,7 @@ fn raise_fd_limit() {
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second SIGINT exits at once.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => Some(term),
         Err(err) => {

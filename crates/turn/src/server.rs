@@ -88,8 +88,22 @@ pub trait RelayAllocator {
     /// Binds a relay transport address of `family` (an even port when `even_port`); `None` when
     /// none is available.
     fn allocate(&mut self, family: Family, even_port: bool) -> Option<SocketAddr>;
-    /// The allocation using `relay` is gone: close its socket.
+    /// Binds an even port and the next one above it (EVEN-PORT with the R bit, RFC 8656
+    /// §7.2); `None` when no such pair is free.
+    fn allocate_pair(&mut self, family: Family) -> Option<(SocketAddr, SocketAddr)>;
+    /// The allocation or reservation using `relay` is gone: close its socket.
     fn release(&mut self, relay: SocketAddr);
+}
+
+/// How long a reserved relay port waits for its Allocate with RESERVATION-TOKEN
+/// (RFC 8656 §7.2: about 30 seconds).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// What a timer in the expiry heap is for; checked against the state when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Expiry {
+    Allocation(u64),
+    Reservation(u64),
 }
 
 /// Where a [`Transmit`] goes.
@@ -208,7 +222,10 @@ pub struct Server {
     by_five_tuple: HashMap<FiveTuple, u64>,
     by_relay: HashMap<SocketAddr, u64>,
     per_user: HashMap<String, usize>,
-    expiries: BinaryHeap<Reverse<(Instant, u64)>>,
+    expiries: BinaryHeap<Reverse<(Instant, Expiry)>>,
+    /// Relay ports held for a later Allocate with RESERVATION-TOKEN: token → (relay, expiry).
+    reservations: HashMap<u64, (SocketAddr, Instant)>,
+    token_key: [u8; 32],
     next_id: u64,
     total_bandwidth: ByteBucket,
     scratch: Vec<u8>,
@@ -270,6 +287,8 @@ impl Server {
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             expiries: BinaryHeap::new(),
+            reservations: HashMap::new(),
+            token_key: nonce_secret,
             next_id: 1,
             total_bandwidth,
             scratch: Vec::with_capacity(1500),
@@ -297,15 +316,33 @@ impl Server {
 
     /// Expires allocations whose lifetime has run out.
     pub fn handle_timeout(&mut self, now: Instant, relays: &mut dyn RelayAllocator) {
-        while let Some(&Reverse((at, id))) = self.expiries.peek() {
+        while let Some(&Reverse((at, expiry))) = self.expiries.peek() {
             if at > now {
                 break;
             }
             self.expiries.pop();
-            if self.allocations.get(&id).is_some_and(|a| a.expires <= now) {
-                debug!(allocation = id, "allocation expired");
-                self.remove_allocation(id, relays);
+            match expiry {
+                Expiry::Allocation(id) => {
+                    if self.allocations.get(&id).is_some_and(|a| a.expires <= now) {
+                        debug!(allocation = id, "allocation expired");
+                        self.remove_allocation(id, relays);
+                    }
+                }
+                Expiry::Reservation(token) => {
+                    if let Some((relay, _)) = self.reservations.remove(&token) {
+                        debug!(%relay, "unused reservation released");
+                        relays.release(relay);
+                    }
+                }
             }
+        }
+    }
+
+    /// The client's TCP or TLS connection closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn handle_transport_closed(&mut self, five: FiveTuple, relays: &mut dyn RelayAllocator) {
+        if let Some(&id) = self.by_five_tuple.get(&five) {
+            debug!(allocation = id, "client connection closed");
+            self.remove_allocation(id, relays);
         }
     }
 
@@ -689,12 +726,13 @@ impl Server {
             });
         }
         let even_port = request.even_port();
-        if request.has(AttributeType::RESERVATION_TOKEN) && even_port.is_some() {
+        let token = request.u64(AttributeType::RESERVATION_TOKEN);
+        if request.has(AttributeType::RESERVATION_TOKEN)
+            && (token.is_none()
+                || even_port.is_some()
+                || request.has(AttributeType::REQUESTED_ADDRESS_FAMILY))
+        {
             return self.error(request, ErrorCode::BAD_REQUEST, reply, |_| {});
-        }
-        if request.has(AttributeType::RESERVATION_TOKEN) || even_port == Some(true) {
-            // Reservations are not supported: there is nothing to hand out or redeem.
-            return self.error(request, ErrorCode::INSUFFICIENT_CAPACITY, reply, |_| {});
         }
         let family = match request.first_byte(AttributeType::REQUESTED_ADDRESS_FAMILY) {
             None | Some(stun::addr_family::IPV4) => Family::V4,
@@ -715,7 +753,30 @@ impl Server {
         if self.allocations.len() >= self.config.max_allocations {
             return self.error(request, ErrorCode::INSUFFICIENT_CAPACITY, reply, |_| {});
         }
-        let Some(relay) = relays.allocate(family, even_port.is_some()) else {
+        let mut reservation = None;
+        let relay = match (token, even_port) {
+            (Some(token), _) => match self.reservations.remove(&token) {
+                Some((relay, expires)) if expires > now => Some(relay),
+                Some((relay, _)) => {
+                    relays.release(relay);
+                    None
+                }
+                None => None,
+            },
+            (None, Some(true)) => relays.allocate_pair(family).map(|(even, odd)| {
+                let token = self.reservation_token();
+                reservation = Some(token);
+                self.reservations
+                    .insert(token, (odd, now + RESERVATION_LIFETIME));
+                self.expiries.push(Reverse((
+                    now + RESERVATION_LIFETIME,
+                    Expiry::Reservation(token),
+                )));
+                even
+            }),
+            (None, even) => relays.allocate(family, even.is_some()),
+        };
+        let Some(relay) = relay else {
             return self.error(request, ErrorCode::INSUFFICIENT_CAPACITY, reply, |_| {});
         };
         let lifetime = self.lifetime(request);
@@ -739,14 +800,31 @@ impl Server {
         self.by_five_tuple.insert(five, id);
         self.by_relay.insert(relay, id);
         *self.per_user.entry(auth.username.clone()).or_default() += 1;
-        self.expiries.push(Reverse((expires, id)));
+        self.expiries
+            .push(Reverse((expires, Expiry::Allocation(id))));
         self.stats.allocations_created += 1;
         debug!(allocation = id, %relay, lifetime = lifetime.as_secs(), "allocated");
         self.respond(request, reply, |w| {
             w.xor_address(AttributeType::XOR_RELAYED_ADDRESS, relay)
-                .u32(AttributeType::LIFETIME, lifetime.as_secs() as u32)
-                .xor_address(AttributeType::XOR_MAPPED_ADDRESS, five.client);
+                .u32(AttributeType::LIFETIME, lifetime.as_secs() as u32);
+            if let Some(token) = reservation {
+                w.u64(AttributeType::RESERVATION_TOKEN, token);
+            }
+            w.xor_address(AttributeType::XOR_MAPPED_ADDRESS, five.client);
         });
+    }
+
+    /// An unguessable reservation token: a MAC of a counter under the server's secret.
+    fn reservation_token(&mut self) -> u64 {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.token_key)
+            .expect("HMAC takes any key");
+        mac.update(b"reservation");
+        mac.update(&self.next_id.to_be_bytes());
+        mac.update(&(self.reservations.len() as u64).to_be_bytes());
+        self.next_id += 1;
+        let tag = mac.finalize().into_bytes();
+        u64::from_be_bytes(tag[..8].try_into().expect("8 bytes"))
     }
 
     fn refresh(
@@ -789,7 +867,8 @@ impl Server {
         if let Some(allocation) = self.allocations.get_mut(&id) {
             allocation.expires = expires;
         }
-        self.expiries.push(Reverse((expires, id)));
+        self.expiries
+            .push(Reverse((expires, Expiry::Allocation(id))));
         self.respond(request, reply, |w| {
             w.u32(AttributeType::LIFETIME, lifetime.as_secs() as u32);
         });
@@ -858,7 +937,7 @@ impl Server {
         ) else {
             return self.error(request, ErrorCode::BAD_REQUEST, reply, |_| {});
         };
-        if !(0x4000..=0x4fff).contains(&number) {
+        if !(stun::MIN_CHANNEL..=stun::MAX_CHANNEL).contains(&number) {
             return self.error(request, ErrorCode::BAD_REQUEST, reply, |_| {});
         }
         if let Err(error) = self.check_peers(id, &[peer]) {
@@ -984,7 +1063,11 @@ impl Server {
         reply: &Reply<'_>,
         build: impl FnOnce(&mut MessageWriter<'_>),
     ) {
-        trace!(code = error.code, "error response");
+        trace!(
+            code = error.code,
+            method = request.method().0,
+            "error response"
+        );
         self.write(request, Class::ErrorResponse, reply, |w| {
             w.error_code(error);
             build(w);

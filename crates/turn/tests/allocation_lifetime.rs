@@ -106,3 +106,16 @@ fn another_user_cannot_touch_an_allocation() {
     assert_eq!(error_of(&bob.refresh(&mut world, Some(0))), Some(441));
     assert_eq!(world.server.stats().allocations, 1);
 }
+
+#[test]
+fn closing_a_tcp_connection_deletes_its_allocation() {
+    let mut world = World::new(ServerConfig::default());
+    let mut alice = Client::alice();
+    alice.five.transport = turn::Transport::Tcp;
+    alice.allocate(&mut world);
+    world
+        .server
+        .handle_transport_closed(alice.five, &mut world.relays);
+    assert_eq!(world.server.stats().allocations, 0);
+    assert!(world.relays.open.is_empty());
+}

@@ -85,7 +85,7 @@ fn rebinding_rules() {
         Some(400)
     );
     assert_eq!(
-        error_of(&alice.channel_bind(&mut world, 0x5000, PEER2)),
+        error_of(&alice.channel_bind(&mut world, 0x8000, PEER2)),
         Some(400)
     );
 }

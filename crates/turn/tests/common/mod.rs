@@ -42,6 +42,19 @@ impl RelayAllocator for FakeRelays {
         Some(addr)
     }
 
+    fn allocate_pair(&mut self, family: Family) -> Option<(SocketAddr, SocketAddr)> {
+        if self.open.len() + 2 > self.capacity {
+            return None;
+        }
+        // The next call of `allocate` adds 1: make that land on an even port.
+        if self.next_port % 2 == 0 {
+            self.next_port += 1;
+        }
+        let even = self.allocate(family, true)?;
+        let odd = self.allocate(family, false)?;
+        Some((even, odd))
+    }
+
     fn release(&mut self, relay: SocketAddr) {
         assert!(
             self.open.remove(&relay),

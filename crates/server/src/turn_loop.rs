@@ -1,0 +1,540 @@
+//! Drives the sans-IO TURN [`turn::Server`] over real sockets on one dedicated thread.
+//!
+//! One `mio` poll owns the UDP listener, the TCP listener, every TCP client connection and
+//! every relay socket, so the protocol core needs no lock and no channel: a datagram is read,
+//! handed to the core, and its answer sent, all on this thread. The core opens relay sockets
+//! through [`RelayTable`], its [`RelayAllocator`].
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use net::StreamDecoder;
+use slab::Slab;
+use tracing::{debug, info, warn};
+use turn::{
+    Credentials, Destination, Family, FiveTuple, RelayAllocator, Transmit, Transport, TurnStats,
+};
+
+const UDP: Token = Token(0);
+const TCP_LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+const RELAY_BASE: usize = 1 << 24;
+const TCP_BASE: usize = 1 << 25;
+/// Largest datagram read; anything larger is truncated by the kernel and dropped as malformed.
+const MAX_DATAGRAM: usize = 65_536;
+/// A TCP client whose unsent output exceeds this is disconnected (it stopped reading).
+const MAX_TCP_BACKLOG: usize = 4 << 20;
+/// How often the shared counters are refreshed.
+const STATS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What the TURN thread needs to start.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// UDP and TCP listening address (same port for both).
+    pub listen: SocketAddr,
+    /// Address relay sockets bind to.
+    pub relay_ip: IpAddr,
+    /// IPv6 relay address, when IPv6 allocations are offered.
+    pub relay_ip6: Option<IpAddr>,
+    /// Inclusive relay port range.
+    pub relay_ports: (u16, u16),
+    /// Protocol settings.
+    pub server: turn::ServerConfig,
+    /// Who may allocate.
+    pub credentials: Credentials,
+}
+
+/// A running TURN server thread.
+pub struct TurnHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    stats: Arc<Mutex<TurnStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TurnHandle {
+    /// Binds the listeners and starts the thread.
+    pub fn start(settings: TurnSettings) -> io::Result<TurnHandle> {
+        let (udp, tcp) = bind_pair(settings.listen)?;
+        let addr = udp.local_addr()?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(TurnStats::default()));
+        let mut nonce_secret = [0u8; 32];
+        getrandom::fill(&mut nonce_secret).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut rng_seed = [0u8; 8];
+        getrandom::fill(&mut rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
+        let now = Instant::now();
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let core = turn::Server::new(
+            settings.server.clone(),
+            settings.credentials.clone(),
+            nonce_secret,
+            now,
+            unix_now,
+        );
+        let relays = RelayTable {
+            registry: poll.registry().try_clone()?,
+            sockets: Slab::new(),
+            by_addr: HashMap::new(),
+            ip4: settings.relay_ip,
+            ip6: settings.relay_ip6,
+            ports: settings.relay_ports,
+            rng: u64::from_le_bytes(rng_seed) | 1,
+        };
+        let mut event_loop = EventLoop {
+            poll,
+            core,
+            udp,
+            udp_addr: addr,
+            tcp,
+            relays,
+            conns: Slab::new(),
+            conn_by_client: HashMap::new(),
+            buf: vec![0; MAX_DATAGRAM],
+            stop: stop.clone(),
+            stats: stats.clone(),
+        };
+        event_loop.register()?;
+        let thread = std::thread::Builder::new()
+            .name("turn".into())
+            .spawn(move || event_loop.run())?;
+        info!(%addr, "TURN listening (udp, tcp)");
+        Ok(TurnHandle {
+            addr,
+            stop,
+            waker,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// The UDP (and TCP) listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The latest counters (refreshed a few times a second).
+    pub fn stats(&self) -> TurnStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TurnHandle {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// UDP and TCP on the same address; with port 0, retries until both get the same free port.
+fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    for _ in 0..32 {
+        let udp = UdpSocket::from_std(net::bind_udp(addr)?);
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(err) if addr.port() == 0 && err.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no port free for both UDP and TCP",
+    ))
+}
+
+struct EventLoop {
+    poll: Poll,
+    core: turn::Server,
+    udp: UdpSocket,
+    udp_addr: SocketAddr,
+    tcp: TcpListener,
+    relays: RelayTable,
+    conns: Slab<TcpConn>,
+    conn_by_client: HashMap<SocketAddr, usize>,
+    buf: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<TurnStats>>,
+}
+
+struct TcpConn {
+    stream: TcpStream,
+    five: FiveTuple,
+    decoder: StreamDecoder,
+    out: Vec<u8>,
+}
+
+impl EventLoop {
+    fn register(&mut self) -> io::Result<()> {
+        let registry = self.poll.registry();
+        registry.register(&mut self.udp, UDP, Interest::READABLE)?;
+        registry.register(&mut self.tcp, TCP_LISTENER, Interest::READABLE)?;
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_stats = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let timeout = self
+                .core
+                .poll_timeout()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(STATS_INTERVAL)
+                .min(STATS_INTERVAL);
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    warn!(%err, "TURN poll failed; stopping");
+                    break;
+                }
+            }
+            let now = Instant::now();
+            self.core.handle_timeout(now, &mut self.relays);
+            for event in events.iter() {
+                match event.token() {
+                    UDP => self.read_udp(now),
+                    TCP_LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) if t >= TCP_BASE => self.service_tcp(now, t - TCP_BASE),
+                    Token(t) if t >= RELAY_BASE => self.read_relay(now, t - RELAY_BASE),
+                    Token(_) => {}
+                }
+            }
+            if now.duration_since(last_stats) >= STATS_INTERVAL {
+                last_stats = now;
+                if let Ok(mut shared) = self.stats.lock() {
+                    *shared = self.core.stats();
+                }
+            }
+        }
+        debug!("TURN thread stopped");
+    }
+
+    fn read_udp(&mut self, now: Instant) {
+        loop {
+            let (len, from) = match self.udp.recv_from(&mut self.buf) {
+                Ok(received) => received,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    debug!(%err, "UDP receive error");
+                    continue;
+                }
+            };
+            let five = FiveTuple {
+                client: from,
+                server: self.udp_addr,
+                transport: Transport::Udp,
+            };
+            if let Some(transmit) =
+                self.core
+                    .handle_client(now, five, &self.buf[..len], &mut self.relays)
+            {
+                dispatch(
+                    transmit,
+                    &self.udp,
+                    &self.relays,
+                    &mut self.conns,
+                    &self.conn_by_client,
+                );
+            }
+        }
+    }
+
+    fn read_relay(&mut self, now: Instant, index: usize) {
+        loop {
+            let Some((socket, relay)) = self.relays.sockets.get(index) else {
+                return;
+            };
+            let relay = *relay;
+            let (len, from) = match socket.recv_from(&mut self.buf) {
+                Ok(received) => received,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    debug!(%err, "relay receive error");
+                    continue;
+                }
+            };
+            if let Some(transmit) = self.core.handle_peer(now, relay, from, &self.buf[..len]) {
+                dispatch(
+                    transmit,
+                    &self.udp,
+                    &self.relays,
+                    &mut self.conns,
+                    &self.conn_by_client,
+                );
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, client) = match self.tcp.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    debug!(%err, "TCP accept error");
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let token = Token(TCP_BASE + entry.key());
+            if let Err(err) = self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                debug!(%err, "cannot register a TCP client");
+                continue;
+            }
+            let five = FiveTuple {
+                client,
+                server: self.udp_addr,
+                transport: Transport::Tcp,
+            };
+            self.conn_by_client.insert(client, entry.key());
+            entry.insert(TcpConn {
+                stream,
+                five,
+                decoder: StreamDecoder::new(),
+                out: Vec::new(),
+            });
+        }
+    }
+
+    fn service_tcp(&mut self, now: Instant, index: usize) {
+        let mut closed = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(len) => conn.decoder.extend(&self.buf[..len]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+            // Hand every complete frame to the core.
+            loop {
+                let Some(conn) = self.conns.get_mut(index) else {
+                    return;
+                };
+                let five = conn.five;
+                let frame = match conn.decoder.next_frame() {
+                    Ok(Some(frame)) => frame.to_vec(),
+                    Ok(None) => break,
+                    Err(err) => {
+                        debug!(client = %five.client, %err, "closing a TCP client that sent garbage");
+                        closed = true;
+                        break;
+                    }
+                };
+                if let Some(transmit) = self.core.handle_client(now, five, &frame, &mut self.relays)
+                {
+                    dispatch(
+                        transmit,
+                        &self.udp,
+                        &self.relays,
+                        &mut self.conns,
+                        &self.conn_by_client,
+                    );
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(index) {
+            if flush(conn).is_err() || conn.out.len() > MAX_TCP_BACKLOG {
+                closed = true;
+            }
+        }
+        if closed {
+            self.close_tcp(index);
+        }
+    }
+
+    fn close_tcp(&mut self, index: usize) {
+        if !self.conns.contains(index) {
+            return;
+        }
+        let mut conn = self.conns.remove(index);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.conn_by_client.remove(&conn.five.client);
+        self.core
+            .handle_transport_closed(conn.five, &mut self.relays);
+    }
+}
+
+/// Sends one packet the core produced.
+fn dispatch(
+    transmit: Transmit<'_>,
+    udp: &UdpSocket,
+    relays: &RelayTable,
+    conns: &mut Slab<TcpConn>,
+    conn_by_client: &HashMap<SocketAddr, usize>,
+) {
+    match transmit.destination {
+        Destination::Client(five) if five.transport == Transport::Udp => {
+            // UDP is lossy by nature: a full send buffer drops the packet, as the network would.
+            let _ = udp.send_to(transmit.payload, five.client);
+        }
+        Destination::Client(five) => {
+            let Some(conn) = conn_by_client
+                .get(&five.client)
+                .and_then(|&i| conns.get_mut(i))
+            else {
+                return;
+            };
+            conn.out.extend_from_slice(transmit.payload);
+            let _ = flush(conn);
+        }
+        Destination::Peer { relay, peer } => {
+            if let Some(socket) = relays.socket(relay) {
+                let _ = socket.send_to(transmit.payload, peer);
+            }
+        }
+    }
+}
+
+/// Writes as much pending output as the socket takes.
+fn flush(conn: &mut TcpConn) -> io::Result<()> {
+    while !conn.out.is_empty() {
+        match conn.stream.write(&conn.out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                conn.out.drain(..written);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Relay sockets, opened and closed at the core's request.
+struct RelayTable {
+    registry: Registry,
+    sockets: Slab<(UdpSocket, SocketAddr)>,
+    by_addr: HashMap<SocketAddr, usize>,
+    ip4: IpAddr,
+    ip6: Option<IpAddr>,
+    ports: (u16, u16),
+    rng: u64,
+}
+
+impl RelayTable {
+    fn socket(&self, relay: SocketAddr) -> Option<&UdpSocket> {
+        let index = *self.by_addr.get(&relay)?;
+        self.sockets.get(index).map(|(socket, _)| socket)
+    }
+
+    fn random_port(&mut self, even: bool) -> u16 {
+        // xorshift64: relay ports need to be unpredictable-ish, not cryptographic.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let (low, high) = self.ports;
+        let span = u64::from(high - low) + 1;
+        let port = low + (self.rng % span) as u16;
+        if even { port & !1 } else { port }
+    }
+}
+
+impl RelayTable {
+    /// Binds and registers a relay socket at exactly `addr`.
+    fn bind_at(&mut self, addr: SocketAddr) -> Option<SocketAddr> {
+        let mut socket = UdpSocket::from_std(net::bind_udp(addr).ok()?);
+        let addr = socket.local_addr().ok()?;
+        let entry = self.sockets.vacant_entry();
+        let token = Token(RELAY_BASE + entry.key());
+        self.registry
+            .register(&mut socket, token, Interest::READABLE)
+            .ok()?;
+        self.by_addr.insert(addr, entry.key());
+        entry.insert((socket, addr));
+        Some(addr)
+    }
+}
+
+impl RelayAllocator for RelayTable {
+    fn allocate(&mut self, family: Family, even_port: bool) -> Option<SocketAddr> {
+        let ip = match family {
+            Family::V4 => Some(self.ip4).filter(IpAddr::is_ipv4),
+            Family::V6 => self.ip6,
+        }?;
+        for _ in 0..64 {
+            let port = self.random_port(even_port);
+            if port < self.ports.0 {
+                continue;
+            }
+            if let Some(addr) = self.bind_at(SocketAddr::new(ip, port)) {
+                return Some(addr);
+            }
+        }
+        warn!("no free relay port");
+        None
+    }
+
+    fn allocate_pair(&mut self, family: Family) -> Option<(SocketAddr, SocketAddr)> {
+        let ip = match family {
+            Family::V4 => Some(self.ip4).filter(IpAddr::is_ipv4),
+            Family::V6 => self.ip6,
+        }?;
+        for _ in 0..64 {
+            let even = self.random_port(true);
+            if even < self.ports.0 || even >= self.ports.1 {
+                continue;
+            }
+            let Some(low) = self.bind_at(SocketAddr::new(ip, even)) else {
+                continue;
+            };
+            match self.bind_at(SocketAddr::new(ip, even + 1)) {
+                Some(high) => return Some((low, high)),
+                None => self.release(low),
+            }
+        }
+        warn!("no free relay port pair");
+        None
+    }
+
+    fn release(&mut self, relay: SocketAddr) {
+        if let Some(index) = self.by_addr.remove(&relay) {
+            let (mut socket, _) = self.sockets.remove(index);
+            let _ = self.registry.deregister(&mut socket);
+        }
+    }
+}

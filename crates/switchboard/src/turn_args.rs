@@ -1,0 +1,85 @@
+//! TURN options shared by `serve` and `turn`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Args;
+use server::TurnConfig;
+
+/// STUN/TURN server options; each overrides the same `[turn]` setting of `--config`.
+#[derive(Debug, Args)]
+pub(crate) struct TurnArgs {
+    /// STUN/TURN listening address, UDP and TCP on the same port [default: 127.0.0.1:3478]
+    #[arg(long = "turn", value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+
+    /// A static TURN user; repeat for several
+    #[arg(long = "turn-user", value_name = "USER:PASS")]
+    users: Vec<String>,
+
+    /// Shared secret for coturn-compatible REST credentials (usernames `EXPIRY[:NAME]`,
+    /// passwords base64(HMAC-SHA1(secret, username)))
+    #[arg(
+        long = "turn-secret",
+        env = "SWITCHBOARD_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    secret: Option<String>,
+
+    /// Realm of the TURN credentials [default: switchboard]
+    #[arg(long = "turn-realm", value_name = "REALM")]
+    realm: Option<String>,
+
+    /// Address relay sockets bind to [default: the TURN listening IP]
+    #[arg(long, value_name = "IP")]
+    relay_ip: Option<IpAddr>,
+
+    /// Relay port range [default: 49152-65535]
+    #[arg(long, value_name = "LOW-HIGH")]
+    relay_ports: Option<String>,
+
+    /// Host clients should use in stun:/turn: URLs [default: the relay IP]
+    #[arg(long, value_name = "HOST")]
+    turn_external_host: Option<String>,
+
+    /// DANGEROUS: relay to loopback peers (127.0.0.0/8, ::1), letting TURN clients reach
+    /// services on this machine. For tests and single-machine setups only
+    #[arg(long)]
+    dangerous_allow_loopback_peers: bool,
+
+    /// Allow relaying to this range although the defaults deny it (e.g. 10.0.0.0/8); repeatable
+    #[arg(long = "allow-peer", value_name = "CIDR")]
+    allowed_peer_ranges: Vec<String>,
+
+    /// Deny relaying to this range; repeatable
+    #[arg(long = "deny-peer", value_name = "CIDR")]
+    denied_peer_ranges: Vec<String>,
+}
+
+impl TurnArgs {
+    /// Applies the given flags over `config`.
+    pub(crate) fn apply(self, config: &mut TurnConfig) {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        config.users.extend(self.users);
+        if self.secret.is_some() {
+            config.secret = self.secret;
+        }
+        if let Some(realm) = self.realm {
+            config.realm = realm;
+        }
+        if self.relay_ip.is_some() {
+            config.relay_ip = self.relay_ip;
+        }
+        if let Some(ports) = self.relay_ports {
+            config.relay_ports = ports;
+        }
+        if self.turn_external_host.is_some() {
+            config.external_host = self.turn_external_host;
+        }
+        config.dangerous_allow_loopback_peers |= self.dangerous_allow_loopback_peers;
+        config.allowed_peer_ranges.extend(self.allowed_peer_ranges);
+        config.denied_peer_ranges.extend(self.denied_peer_ranges);
+    }
+}

@@ -1,0 +1,52 @@
+//! `switchboard turn`: the STUN/TURN server alone.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use server::{Config, TurnHandle};
+use tracing::info;
+
+use crate::turn_args::TurnArgs;
+
+/// Options of `switchboard turn`.
+#[derive(Debug, Args)]
+pub(crate) struct TurnCmdArgs {
+    /// TOML configuration file; only its `[turn]` table is used, and flags override it
+    #[arg(long, short = 'c', env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    turn: TurnArgs,
+}
+
+pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?.turn,
+        None => server::TurnConfig::default(),
+    };
+    args.turn.apply(&mut config);
+    let settings = config.settings()?;
+    if settings.credentials.is_empty() {
+        anyhow::bail!("no TURN credentials: give --turn-user USER:PASS or --turn-secret SECRET");
+    }
+    crate::serve::raise_fd_limit();
+    let handle = TurnHandle::start(settings)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = handle.local_addr();
+    println!("switchboard: TURN listening on {addr} (udp, tcp)");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::serve::shutdown_signal());
+    let stats = handle.stats();
+    handle.shutdown();
+    info!(
+        allocations = stats.allocations_created,
+        to_peers = stats.packets_to_peers,
+        to_clients = stats.packets_to_clients,
+        "TURN stopped"
+    );
+    Ok(())
+}
