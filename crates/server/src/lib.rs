@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError, TurnConfig};
-pub use turn_loop::{TurnHandle, TurnSettings};
+pub use turn_loop::{TurnHandle, TurnSettings, TurnStatsReader};
 
 use crate::hub_task::HubCommand;
 
@@ -72,6 +72,7 @@ pub enum ServeError {
 struct AppState {
     hub: mpsc::Sender<HubCommand>,
     max_frame_bytes: usize,
+    turn: Option<turn_loop::TurnStatsReader>,
 }
 
 impl Server {
@@ -124,6 +125,7 @@ impl Server {
         let state = AppState {
             hub: hub_tx.clone(),
             max_frame_bytes: self.config.signaling.max_frame_bytes,
+            turn: self.turn.as_ref().map(|t| t.handle.stats_reader()),
         };
         let app = router(state);
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
@@ -230,18 +232,43 @@ fn router(state: AppState) -> Router {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     use axum::response::IntoResponse;
-    match hub_stats(&state.hub).await {
-        Some(stats) => format!(
-            "ok\nconnections {}\nrooms {}\npeers {}\n",
-            stats.connections, stats.rooms, stats.peers
-        )
-        .into_response(),
-        None => (
+    use std::fmt::Write as _;
+    let Some(stats) = hub_stats(&state.hub).await else {
+        return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "signaling is down\n",
         )
-            .into_response(),
+            .into_response();
+    };
+    let mut body = format!(
+        "ok\nconnections {}\nrooms {}\npeers {}\n",
+        stats.connections, stats.rooms, stats.peers
+    );
+    if let Some(turn) = &state.turn {
+        let t = turn.read();
+        let _ = write!(
+            body,
+            "turn_allocations {}\nturn_allocations_created {}\nturn_bindings {}\n\
+             turn_packets_to_peers {}\nturn_bytes_to_peers {}\nturn_packets_to_clients {}\n\
+             turn_bytes_to_clients {}\nturn_auth_failures {}\nturn_stale_nonces {}\n\
+             turn_malformed_dropped {}\nturn_denied_peers {}\nturn_unroutable_dropped {}\n\
+             turn_bandwidth_dropped {}\n",
+            t.allocations,
+            t.allocations_created,
+            t.bindings,
+            t.packets_to_peers,
+            t.bytes_to_peers,
+            t.packets_to_clients,
+            t.bytes_to_clients,
+            t.auth_failures,
+            t.stale_nonces,
+            t.malformed_dropped,
+            t.denied_peers,
+            t.unroutable_dropped,
+            t.bandwidth_dropped,
+        );
     }
+    body.into_response()
 }
 
 async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

@@ -51,6 +51,17 @@ pub struct TurnSettings {
     pub credentials: Credentials,
 }
 
+/// Reads a running TURN server's counters.
+#[derive(Clone)]
+pub struct TurnStatsReader(Arc<Mutex<TurnStats>>);
+
+impl TurnStatsReader {
+    /// The latest counters.
+    pub fn read(&self) -> TurnStats {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
 /// A running TURN server thread.
 pub struct TurnHandle {
     addr: SocketAddr,
@@ -128,7 +139,12 @@ impl TurnHandle {
 
     /// The latest counters (refreshed a few times a second).
     pub fn stats(&self) -> TurnStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.stats_reader().read()
+    }
+
+    /// A cheap handle that reads the counters from elsewhere (the HTTP side).
+    pub fn stats_reader(&self) -> TurnStatsReader {
+        TurnStatsReader(self.stats.clone())
     }
 
     /// Stops the thread and waits for it.

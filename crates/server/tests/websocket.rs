@@ -373,3 +373,86 @@ async fn close_1000_leaves_at_once_but_other_codes_keep_the_peer_for_resume() {
     .await;
     assert_eq!(recv(&mut again).await["resumed"], true);
 }
+
+#[tokio::test]
+async fn welcome_hands_out_turn_urls_with_rest_credentials_that_the_turn_server_accepts() {
+    let server = start(Config::default()).await;
+    let (_ws, welcome) = join(server.addr, "standup", "Ada").await;
+    let turn = &welcome["ice_servers"][0];
+    let urls: Vec<&str> = turn["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(
+        urls.iter().any(|u| u.starts_with("stun:127.0.0.1:")),
+        "{urls:?}"
+    );
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with("turn:") && u.ends_with("?transport=udp"))
+    );
+    assert!(
+        urls.iter()
+            .any(|u| u.starts_with("turn:") && u.ends_with("?transport=tcp"))
+    );
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, peer) = username.split_once(':').unwrap();
+    assert_eq!(
+        peer,
+        welcome["peer"].as_str().unwrap(),
+        "credentials name the peer"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(expiry > now && expiry <= now + 12 * 3600 + 5, "short-lived");
+
+    // The credentials work: a real Allocate over UDP against the TURN port succeeds.
+    let port: u16 = urls[0].rsplit(':').next().unwrap().parse().unwrap();
+    let password = turn["credential"].as_str().unwrap();
+    let relay = allocate_over_udp(port, username, password).await;
+    assert_eq!(relay.ip().to_string(), "127.0.0.1");
+}
+
+/// A minimal long-term-credential Allocate: unauthenticated request, then signed retry.
+async fn allocate_over_udp(port: u16, username: &str, password: &str) -> SocketAddr {
+    use stun::{AttributeType, Class, Message, MessageType, MessageWriter, Method, TransactionId};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(("127.0.0.1", port)).await.unwrap();
+    let mut nonce: Option<String> = None;
+    let mut realm = String::new();
+    for attempt in 0u8..2 {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(Method::ALLOCATE, Class::Request),
+            TransactionId([attempt; 12]),
+        );
+        w.first_byte(AttributeType::REQUESTED_TRANSPORT, 17);
+        if let Some(nonce) = &nonce {
+            w.attribute(AttributeType::USERNAME, username.as_bytes())
+                .attribute(AttributeType::REALM, realm.as_bytes())
+                .attribute(AttributeType::NONCE, nonce.as_bytes())
+                .message_integrity(&stun::long_term_key_md5(username, &realm, password));
+        }
+        w.finish();
+        socket.send(&buf).await.unwrap();
+        let mut response = vec![0u8; 1500];
+        let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::parse(&response[..len]).unwrap();
+        if m.class() == Class::SuccessResponse {
+            return m.xor_address(AttributeType::XOR_RELAYED_ADDRESS).unwrap();
+        }
+        assert_eq!(m.error_code().unwrap().code, 401);
+        realm = m.text(AttributeType::REALM).unwrap().to_owned();
+        nonce = Some(m.text(AttributeType::NONCE).unwrap().to_owned());
+    }
+    panic!("Allocate did not succeed with the handed-out credentials");
+}
