@@ -74,3 +74,36 @@ test('a cut signaling connection resumes and the call survives', { timeout: 120_
     await waitForChat(bob, 'Carol', 'made it');
   });
 });
+
+test('after the resume grace, the page rejoins as a new peer', { timeout: 120_000 }, async () => {
+  await withServer(async (ctx) => {
+    const proxy = await startProxy({ host: '127.0.0.1', port: ctx.server.port });
+    ctx.cleanup.push(() => proxy.close());
+    const browser = await launchBrowser();
+    ctx.cleanup.push(() => browser.close());
+    const room = roomName('regrace');
+
+    // Only Alice goes through the proxy; Bob stays connected.
+    const alice = await openPage(browser, `${proxy.url}/r/${room}?name=Alice`, { label: 'alice' });
+    const bob = await openPage(browser, `${ctx.server.url}/r/${room}?name=Bob`, { label: 'bob' });
+    ctx.pages.push(alice, bob);
+    const a0 = await waitForDecoding(alice, 1);
+    await waitForDecoding(bob, 1);
+
+    // Longer than the 2 s grace: the server drops Alice and tells Bob.
+    await proxy.cut(4_000);
+    await waitForChat(bob, undefined, 'Alice lost their connection.', { system: true });
+
+    // Alice's resume is refused, she joins afresh and the call comes back.
+    const a1 = await pollUntil(async () => {
+      const s = await callState(alice);
+      return s.signaling === 'joined' && s.peerId !== a0.peerId && s;
+    }, { timeoutMs: 20_000, what: 'alice rejoined with a new peer id' });
+    assert.equal(a1.resumes, 0);
+    const a2 = await waitForDecoding(alice, 1);
+    const b2 = await waitForDecoding(bob, 1);
+    assert.equal(b2.peers[0].id, a2.peerId, 'bob talks to the new alice');
+    assert.equal(b2.peers[0].name, 'Alice');
+    await waitForChat(alice, undefined, 'Reconnected as a new participant.', { system: true });
+  }, { args: ['--resume-grace-secs', '2'] });
+});

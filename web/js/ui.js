@@ -99,8 +99,7 @@ export function ensureTile(id, { name, self = false } = {}) {
     tile.classList.add('self');
     tile.querySelector('video').muted = true; // never play our own microphone back
   }
-  tile.querySelector('.tile-initial').textContent = initial(name);
-  setTileName(id, name, self);
+  fillName(tile, name, self);
   if (self) els.tiles().prepend(tile); else els.tiles().append(tile);
   layout();
   return tile;
@@ -108,8 +107,13 @@ export function ensureTile(id, { name, self = false } = {}) {
 
 export function setTileName(id, name, self = false) {
   const tile = tileFor(id);
-  if (!tile) return;
-  tile.querySelector('.tile-name').textContent = self ? `${name} (you)` : name;
+  if (tile) fillName(tile, name, self);
+}
+
+function fillName(tile, name, self) {
+  const label = self ? `${name} (you)` : name;
+  tile.querySelector('.tile-name').textContent = label;
+  tile.querySelector('.tile-name').title = label;
   tile.querySelector('.tile-initial').textContent = initial(name);
 }
 

@@ -417,6 +417,13 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_defaults() {
+        let example = include_str!("../../../docs/switchboard.example.toml");
+        let parsed = Config::from_toml(example).expect("the example parses");
+        assert_eq!(parsed, Config::default(), "docs/switchboard.example.toml shows the defaults");
+    }
+
+    #[test]
     fn full_file_parses() {
         let config = Config::from_toml(
             r#"

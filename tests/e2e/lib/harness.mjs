@@ -3,7 +3,7 @@
 // reads WebRTC stats through the app's `window.switchboard` debug handle, and
 // polls for conditions with timeouts instead of sleeping.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,17 @@ export function serverBinary() {
 }
 
 /**
+ * Extra `serve` arguments: $E2E_SERVER_ARGS if set, else the built-in TURN
+ * server on a free port (when the binary has one), so that several servers
+ * can run at once and the pages also get STUN/TURN in `ice_servers`.
+ */
+function defaultServerArgs(bin) {
+  if (process.env.E2E_SERVER_ARGS != null) return process.env.E2E_SERVER_ARGS.split(/\s+/).filter(Boolean);
+  const help = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
+  return /--turn <ADDR/.test(help.stdout ?? '') ? ['--turn', '127.0.0.1:0'] : [];
+}
+
+/**
  * Starts `switchboard serve --http 127.0.0.1:0` and resolves once it prints
  * `listening on http://...`. Returns {url, port, proc, output(), stop()}.
  */
@@ -39,8 +50,8 @@ export async function startServer({ bin = serverBinary(), args = [], env = {}, t
   if (!existsSync(bin)) {
     throw new Error(`server binary not found at ${bin}: build it (cargo build -p switchboard) or set SWITCHBOARD_BIN`);
   }
-  const proc = spawn(bin, ['serve', '--http', '127.0.0.1:0', ...args], {
-    env: { RUST_LOG: process.env.RUST_LOG ?? 'info', ...process.env, ...env },
+  const proc = spawn(bin, ['serve', '--http', '127.0.0.1:0', ...defaultServerArgs(bin), ...args], {
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines = [];
@@ -91,8 +102,12 @@ export async function startServer({ bin = serverBinary(), args = [], env = {}, t
  * Launches headless Chromium. `fakeUi` grants camera/microphone without a
  * prompt; without it, pass `deny: true` to refuse every permission prompt.
  */
-export async function launchBrowser({ fakeUi = true, deny = false, args = [] } = {}) {
+export async function launchBrowser({ fakeUi = true, deny = false, cameras = 1, args = [] } = {}) {
   const flags = [...CHROMIUM_ARGS, ...args];
+  if (cameras !== 1) {
+    const i = flags.indexOf('--use-fake-device-for-media-stream');
+    flags[i] = `--use-fake-device-for-media-stream=device-count=${cameras}`;
+  }
   if (fakeUi) flags.push('--use-fake-ui-for-media-stream');
   if (deny) flags.push('--deny-permission-prompts');
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args: flags });
@@ -220,11 +235,12 @@ export async function sendChat(page, text) {
   await page.press('#chat-input', 'Enter');
 }
 
-/** Waits for a chat line from `from` with `text` to show up on the page. */
-export async function waitForChat(page, from, text, { timeoutMs = 10_000 } = {}) {
-  return pollUntil(() => page.evaluate(([f, t]) => [...document.querySelectorAll('#chat-log .chat-msg')].some(
-    (li) => li.querySelector('.chat-from')?.textContent === f && li.querySelector('.chat-text')?.textContent === t,
-  ), [from, text]), { timeoutMs, what: `chat "${text}" from ${from} on ${page.label}` });
+/** Waits for a chat line from `from` with `text` (or, with `system`, a system line) on the page. */
+export async function waitForChat(page, from, text, { timeoutMs = 10_000, system = false } = {}) {
+  return pollUntil(() => page.evaluate(([f, t, sys]) => [...document.querySelectorAll('#chat-log .chat-msg')].some(
+    (li) => (sys ? li.classList.contains('system') : li.querySelector('.chat-from')?.textContent === f)
+      && li.querySelector('.chat-text')?.textContent === t,
+  ), [from, text, system]), { timeoutMs, what: `chat "${text}" from ${system ? 'the app' : from} on ${page.label}` });
 }
 
 /** A room name unique to this run. */
