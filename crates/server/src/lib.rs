@@ -68,6 +68,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Read buffer per WebSocket connection; larger frames still arrive, in several reads.
+const WS_BUFFER_BYTES: usize = 4096;
+
 #[derive(Clone)]
 struct AppState {
     hub: mpsc::Sender<HubCommand>,
@@ -272,7 +275,11 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    // Signaling frames are small and mostly idle: tungstenite's 128 KiB default buffers would
+    // cost far more memory per connection than everything else together.
     upgrade
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(state.max_frame_bytes)
         .max_frame_size(state.max_frame_bytes)
         .on_upgrade(move |socket| ws::serve_connection(socket, state.hub))
