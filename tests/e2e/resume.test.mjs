@@ -75,6 +75,41 @@ test('a cut signaling connection resumes and the call survives', { timeout: 120_
   });
 });
 
+test('someone who joins while a peer is away connects to it once it resumes', { timeout: 120_000 }, async () => {
+  await withServer(async (ctx) => {
+    const proxy = await startProxy({ host: '127.0.0.1', port: ctx.server.port });
+    ctx.cleanup.push(() => proxy.close());
+    const browser = await launchBrowser();
+    ctx.cleanup.push(() => browser.close());
+    const room = roomName('away');
+
+    const alice = await openPage(browser, `${proxy.url}/r/${room}?name=Alice`, { label: 'alice' });
+    const bob = await openPage(browser, `${ctx.server.url}/r/${room}?name=Bob`, { label: 'bob' });
+    ctx.pages.push(alice, bob);
+    const a0 = await waitForDecoding(alice, 1);
+    await waitForDecoding(bob, 1);
+
+    // Alice's signaling is down while Carol joins: Carol's offer to Alice
+    // waits in the server's queue for Alice.
+    const cut = proxy.cut(5_000);
+    await pollUntil(async () => (await callState(alice)).signaling === 'reconnecting', {
+      timeoutMs: 5_000, intervalMs: 50, what: 'alice noticing the cut',
+    });
+    const carol = await openPage(browser, `${ctx.server.url}/r/${room}?name=Carol`, { label: 'carol' });
+    ctx.pages.push(carol);
+    await pollUntil(async () => (await callState(carol)).peers.find((p) => p.name === 'Bob' && p.framesDecoded > 0), {
+      timeoutMs: 30_000, what: 'carol decoding bob while alice is away',
+    });
+    await cut;
+
+    const a1 = await waitForDecoding(alice, 2, { timeoutMs: 40_000 });
+    assert.equal(a1.peerId, a0.peerId, 'alice resumed her peer id');
+    assert.ok(a1.resumes >= 1);
+    await waitForDecoding(carol, 2);
+    await waitForDecoding(bob, 2);
+  });
+});
+
 test('after the resume grace, the page rejoins as a new peer', { timeout: 120_000 }, async () => {
   await withServer(async (ctx) => {
     const proxy = await startProxy({ host: '127.0.0.1', port: ctx.server.port });

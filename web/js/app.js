@@ -142,13 +142,20 @@ async function enterRoom(room, name) {
     mesh,
     media,
     mediaResult: null,
+    /** performance.now() of milestones, for benchmarks. */
+    marks: { enterRoom: performance.now() },
   };
 
   ui.ensureTile(SELF, { name, self: true });
   ui.setTileState(SELF, 'starting camera…');
+  signaling.addEventListener('statechange', (ev) => ui.setSignalingState(ev.detail.state, ev.detail));
+  // The socket opens while the camera starts; we join once media is settled
+  // so that our connections are created with our tracks on them.
+  signaling.preconnect();
 
   const result = await media.acquire();
   window.switchboard.mediaResult = result;
+  window.switchboard.marks.media = performance.now();
   ui.setMediaNotice(result.notice);
   ui.setTileStream(SELF, media.stream);
   refreshSelf(media);
@@ -201,7 +208,6 @@ async function refreshPickers(media) {
 }
 
 function wireSignaling(signaling, mesh, name, media) {
-  signaling.addEventListener('statechange', (ev) => ui.setSignalingState(ev.detail.state, ev.detail));
 
   signaling.addEventListener('welcome', (ev) => {
     const { msg, resumed, previous } = ev.detail;
@@ -212,6 +218,7 @@ function wireSignaling(signaling, mesh, name, media) {
       ui.clearRemoteTiles();
       ui.appendChat({ system: true, text: 'Reconnected as a new participant.' });
     }
+    window.switchboard.marks.welcome ??= performance.now();
     mesh.configure({ selfId: msg.peer, iceServers: signaling.iceServers });
     const peers = Array.isArray(msg.peers) ? msg.peers : [];
     if (resumed) mesh.reconcile(peers);
@@ -251,7 +258,17 @@ function wireSignaling(signaling, mesh, name, media) {
       ui.appendChat({ system: true, text: 'Could not resume the previous session; rejoining.' });
       return;
     }
-    ui.setError(describeError(code, message, signaling));
+    if (['unknown_peer', 'bad_signal', 'bad_json', 'unknown_type', 'not_joined', 'already_joined'].includes(code)) {
+      // Races (a signal to someone who just left) or our own bugs: nothing the
+      // person can act on.
+      console.warn(`signaling error ${code}: ${message}`);
+      return;
+    }
+    const text = describeError(code, message, signaling);
+    ui.setError(text);
+    if (code === 'rate_limited' || code === 'server_busy') {
+      setTimeout(() => { if (ui.els.errorNotice().textContent === text) ui.setError(null); }, 6_000);
+    }
   });
 
   signaling.addEventListener('stopped', (ev) => {

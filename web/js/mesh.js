@@ -62,13 +62,18 @@ export class Mesh extends EventTarget {
     this.emit('peerremoved', { peer, reason });
   }
 
-  /** Keeps exactly the peers in `list` (after a resume, the server's list is the truth). */
+  /**
+   * Keeps exactly the peers in `list`: after a resume the server's list is
+   * the truth (we are not told who came and went while we were away).
+   * Newcomers found here joined while we were away, saw us in their
+   * `welcome` and offer to us, so we wait for their offer.
+   */
   reconcile(list) {
     const keep = new Set(list.map((p) => p.id));
     for (const id of [...this.peers.keys()]) {
       if (!keep.has(id)) this.removePeer(id, 'gone');
     }
-    for (const p of list) this.ensurePeer(p.id, p.name, { initiator: true });
+    for (const p of list) this.ensurePeer(p.id, p.name, { initiator: false });
   }
 
   closeAll(reason = 'closed') {
@@ -144,6 +149,8 @@ class Peer {
     this.iceRestarts = 0;
     this.createdAt = performance.now();
     this.firstFrameAt = null;
+    /** performance.now() of the first offer/answer sent and received and of ICE connected. */
+    this.timeline = {};
     this.closed = false;
   }
 
@@ -172,6 +179,7 @@ class Peer {
     pc.onconnectionstatechange = () => this.changed();
     pc.oniceconnectionstatechange = () => {
       const s = pc.iceConnectionState;
+      if (s === 'connected') this.timeline.iceConnected ??= performance.now();
       clearTimeout(this.restartTimer);
       if (s === 'failed') {
         this.restartIce('ice failed');
@@ -274,6 +282,7 @@ class Peer {
     const pc = this.pc;
     if (this.closed) return;
     if (description) {
+      this.timeline[`${description.type}Received`] ??= performance.now();
       if (description.type === 'offer') this.attach({ recvOnlyFor: false });
       const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
       const collision = description.type === 'offer' && !readyForOffer;
@@ -304,6 +313,7 @@ class Peer {
 
   sendDescription() {
     const { type, sdp } = this.pc.localDescription;
+    this.timeline[`${type}Sent`] ??= performance.now();
     this.mesh.signaling.signal(this.id, { description: { type, sdp } });
   }
 

@@ -13,6 +13,7 @@ const MAX_BUFFERED_SIGNALS = 256;
  * States (the `state` property, also sent with every `statechange` event):
  * - `idle`: nothing started yet
  * - `connecting`: opening the first WebSocket
+ * - `connected`: socket open, waiting for start() to join (after preconnect())
  * - `joining`: socket open, `join` sent, waiting for `welcome`
  * - `joined`: in the room
  * - `reconnecting`: the socket dropped; waiting to retry (`retryInMs` in the event)
@@ -38,6 +39,7 @@ export class SignalingClient extends EventTarget {
     this.reconnects = 0; // sockets opened after the first one (for tests)
     this.resumes = 0; // successful resumes (for tests)
     this.outbox = []; // signals waiting for the room (while reconnecting)
+    this.holdJoin = false; // preconnect(): socket open, join not sent yet
     this.pingTimer = null;
     this.retryTimer = null;
     this.pingId = 0;
@@ -45,10 +47,21 @@ export class SignalingClient extends EventTarget {
     this.stopped = false;
   }
 
-  /** Opens the connection and joins the room. */
-  start() {
+  /**
+   * Opens the WebSocket without joining yet, so that the connection is ready
+   * by the time the camera is (saves a round trip or two on page load).
+   */
+  preconnect() {
     if (this.state !== 'idle') return;
+    this.holdJoin = true;
     this.connect();
+  }
+
+  /** Joins the room (opening the connection first if needed). */
+  start() {
+    this.holdJoin = false;
+    if (this.state === 'idle') this.connect();
+    else if (this.ws?.readyState === WebSocket.OPEN && this.state === 'connected') this.sendJoin();
   }
 
   /** Sends a signal to peer `to`; `payload` is {description} or {candidate}. */
@@ -97,11 +110,9 @@ export class SignalingClient extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       this.lastRx = Date.now();
-      const join = { type: 'join', v: 1, room: this.room, name: this.name };
-      if (this.resume) join.resume = this.resume;
-      this.setState('joining', { resuming: !!this.resume });
-      this.send(join);
       this.startPings();
+      if (this.holdJoin) this.setState('connected');
+      else this.sendJoin();
     };
     ws.onmessage = (ev) => {
       this.lastRx = Date.now();
@@ -113,6 +124,13 @@ export class SignalingClient extends EventTarget {
       this.onSocketGone(ev.code, ev.reason);
     };
     ws.onerror = () => { /* onclose follows and handles it */ };
+  }
+
+  sendJoin() {
+    const join = { type: 'join', v: 1, room: this.room, name: this.name };
+    if (this.resume) join.resume = this.resume;
+    this.setState('joining', { resuming: !!this.resume });
+    this.send(join);
   }
 
   detach(ws) {

@@ -41,6 +41,7 @@ export function setRoomLabel(room) {
 const SIGNALING_LABELS = {
   idle: 'offline',
   connecting: 'connecting…',
+  connected: 'waiting for camera…',
   joining: 'joining…',
   joined: 'connected',
   reconnecting: 'reconnecting…',
