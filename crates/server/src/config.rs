@@ -28,6 +28,52 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     /// The built-in STUN/TURN server.
     pub turn: TurnConfig,
+    /// Certificate and key for TLS listeners (today: TURN over TLS).
+    pub tls: TlsConfig,
+}
+
+/// The `[tls]` table: a certificate chain and private key in PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain file.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key file.
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsConfig {
+    /// The rustls server configuration, or `None` when no certificate is configured.
+    pub fn server_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid =
+            |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
+        let (cert, key) = match (&self.cert, &self.key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(invalid("tls.key", "is required with tls.cert".into())),
+            (None, Some(_)) => return Err(invalid("tls.cert", "is required with tls.key".into())),
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| invalid("tls.cert", format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(invalid(
+                "tls.cert",
+                format!("{}: no certificate found", cert.display()),
+            ));
+        }
+        let private_key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| invalid("tls.key", format!("{}: {e}", key.display())))?;
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(|e| invalid("tls.key", format!("does not match the certificate: {e}")))?;
+        Ok(Some(std::sync::Arc::new(config)))
+    }
 }
 
 /// The `[turn]` table: the built-in STUN/TURN server (RFC 8489, RFC 8656).
@@ -69,6 +115,9 @@ pub struct TurnConfig {
     pub max_bytes_per_sec_per_allocation: u64,
     /// Relayed bytes per second for the whole server (0 = unlimited). Default 0.
     pub max_bytes_per_sec_total: u64,
+    /// TURN over TLS (`turns:`) listening address, used when `[tls]` has a certificate.
+    /// Default `127.0.0.1:5349`.
+    pub tls_listen: SocketAddr,
 }
 
 impl Default for TurnConfig {
@@ -91,13 +140,15 @@ impl Default for TurnConfig {
             max_allocations_per_user: core.max_allocations_per_user,
             max_bytes_per_sec_per_allocation: core.max_bytes_per_sec_per_allocation,
             max_bytes_per_sec_total: core.max_bytes_per_sec_total,
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 5349)),
         }
     }
 }
 
 impl TurnConfig {
-    /// Checks the TURN settings and turns them into what the TURN thread needs.
-    pub fn settings(&self) -> Result<TurnSettings, ConfigError> {
+    /// Checks the TURN settings and turns them into what the TURN thread needs; TLS is on when
+    /// `tls` has a certificate.
+    pub fn settings(&self, tls: &TlsConfig) -> Result<TurnSettings, ConfigError> {
         let invalid =
             |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
         if self.realm.is_empty()
@@ -209,6 +260,12 @@ impl TurnConfig {
                 ..turn::ServerConfig::default()
             },
             credentials,
+            tls: tls
+                .server_config()?
+                .map(|config| crate::turn_loop::TlsListener {
+                    listen: self.tls_listen,
+                    config,
+                }),
         })
     }
 
@@ -232,6 +289,7 @@ impl Default for Config {
             signaling: SignalingConfig::default(),
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -351,7 +409,7 @@ impl Config {
         )?;
         check("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
         if self.turn.enabled {
-            self.turn.settings()?;
+            self.turn.settings(&self.tls)?;
         }
         for server in &self.ice_servers {
             if server.urls.is_empty() {
@@ -420,7 +478,11 @@ mod tests {
     fn the_documented_example_is_the_defaults() {
         let example = include_str!("../../../docs/switchboard.example.toml");
         let parsed = Config::from_toml(example).expect("the example parses");
-        assert_eq!(parsed, Config::default(), "docs/switchboard.example.toml shows the defaults");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "docs/switchboard.example.toml shows the defaults"
+        );
     }
 
     #[test]
@@ -444,8 +506,8 @@ mod tests {
     #[test]
     fn turn_settings_validate_and_name_the_field() {
         let mut config = Config::default();
-        assert!(config.turn.settings().is_ok());
-        let field = |config: &Config| match config.turn.settings() {
+        assert!(config.turn.settings(&config.tls).is_ok());
+        let field = |config: &Config| match config.turn.settings(&config.tls) {
             Err(ConfigError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid field, got {other:?}"),
         };
@@ -465,7 +527,14 @@ mod tests {
         assert_eq!(field(&config), "turn.secret");
         let parsed =
             Config::from_toml("[turn]\nusers = [\"a:b\"]\nrelay_ports = \"50000-50100\"").unwrap();
-        assert_eq!(parsed.turn.settings().unwrap().relay_ports, (50000, 50100));
+        assert_eq!(
+            parsed
+                .turn
+                .settings(&TlsConfig::default())
+                .unwrap()
+                .relay_ports,
+            (50000, 50100)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-pub use config::{Config, ConfigError, TurnConfig};
+pub use config::{Config, ConfigError, TlsConfig, TurnConfig};
 pub use turn_loop::{TurnHandle, TurnSettings, TurnStatsReader};
 
 use crate::hub_task::HubCommand;
@@ -89,7 +89,7 @@ impl Server {
                 source,
             })?;
         let turn = if config.turn.enabled {
-            Some(start_turn(&config.turn)?)
+            Some(start_turn(&config.turn, &config.tls)?)
         } else {
             None
         };
@@ -108,6 +108,11 @@ impl Server {
     /// The TURN listening address, when TURN runs.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.turn.as_ref().map(|t| t.handle.local_addr())
+    }
+
+    /// The TURN-over-TLS listening address, when configured.
+    pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(|t| t.handle.tls_addr())
     }
 
     /// Serves until `shutdown` completes, then closes every signaling connection with 1001 and
@@ -161,8 +166,11 @@ impl Server {
 }
 
 /// Starts the TURN thread; without a configured secret, makes a random one for web clients.
-fn start_turn(config: &config::TurnConfig) -> Result<RunningTurn, ServeError> {
-    let mut settings = config.settings()?;
+fn start_turn(
+    config: &config::TurnConfig,
+    tls: &config::TlsConfig,
+) -> Result<RunningTurn, ServeError> {
+    let mut settings = config.settings(tls)?;
     let secret = match &config.secret {
         Some(secret) => secret.as_bytes().to_vec(),
         None => {
@@ -183,11 +191,14 @@ fn start_turn(config: &config::TurnConfig) -> Result<RunningTurn, ServeError> {
     })?;
     let host = config.url_host(settings.relay_ip);
     let port = handle.local_addr().port();
-    let urls = vec![
+    let mut urls = vec![
         format!("stun:{host}:{port}"),
         format!("turn:{host}:{port}?transport=udp"),
         format!("turn:{host}:{port}?transport=tcp"),
     ];
+    if let Some(tls) = handle.tls_addr() {
+        urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+    }
     Ok(RunningTurn {
         handle,
         secret,

@@ -25,6 +25,7 @@ use turn::{
 const UDP: Token = Token(0);
 const TCP_LISTENER: Token = Token(1);
 const WAKER: Token = Token(2);
+const TLS_LISTENER: Token = Token(3);
 const RELAY_BASE: usize = 1 << 24;
 const TCP_BASE: usize = 1 << 25;
 /// Largest datagram read; anything larger is truncated by the kernel and dropped as malformed.
@@ -49,6 +50,25 @@ pub struct TurnSettings {
     pub server: turn::ServerConfig,
     /// Who may allocate.
     pub credentials: Credentials,
+    /// TURN over TLS (`turns:`): listening address and certificate, when configured.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener for `turns:`.
+#[derive(Clone)]
+pub struct TlsListener {
+    /// Listening address.
+    pub listen: SocketAddr,
+    /// The certificate and key to present.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads a running TURN server's counters.
@@ -65,6 +85,7 @@ impl TurnStatsReader {
 /// A running TURN server thread.
 pub struct TurnHandle {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     stats: Arc<Mutex<TurnStats>>,
@@ -76,6 +97,15 @@ impl TurnHandle {
     pub fn start(settings: TurnSettings) -> io::Result<TurnHandle> {
         let (udp, tcp) = bind_pair(settings.listen)?;
         let addr = udp.local_addr()?;
+        let tls = match &settings.tls {
+            Some(tls) => {
+                let listener = TcpListener::bind(tls.listen)?;
+                let tls_addr = listener.local_addr()?;
+                Some((listener, tls_addr, tls.config.clone()))
+            }
+            None => None,
+        };
+        let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -111,6 +141,7 @@ impl TurnHandle {
             udp,
             udp_addr: addr,
             tcp,
+            tls,
             relays,
             conns: Slab::new(),
             conn_by_client: HashMap::new(),
@@ -123,8 +154,12 @@ impl TurnHandle {
             .name("turn".into())
             .spawn(move || event_loop.run())?;
         info!(%addr, "TURN listening (udp, tcp)");
+        if let Some(tls_addr) = tls_addr {
+            info!(%tls_addr, "TURN listening (tls)");
+        }
         Ok(TurnHandle {
             addr,
+            tls_addr,
             stop,
             waker,
             stats,
@@ -135,6 +170,11 @@ impl TurnHandle {
     /// The UDP (and TCP) listening address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS listening address, when `turns:` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The latest counters (refreshed a few times a second).
@@ -190,19 +230,113 @@ struct EventLoop {
     udp: UdpSocket,
     udp_addr: SocketAddr,
     tcp: TcpListener,
+    tls: Option<(TcpListener, SocketAddr, Arc<rustls::ServerConfig>)>,
     relays: RelayTable,
     conns: Slab<TcpConn>,
-    conn_by_client: HashMap<SocketAddr, usize>,
+    conn_by_client: HashMap<FiveTuple, usize>,
     buf: Vec<u8>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<TurnStats>>,
 }
 
+/// A TURN client on TCP or TLS.
 struct TcpConn {
     stream: TcpStream,
     five: FiveTuple,
     decoder: StreamDecoder,
-    out: Vec<u8>,
+    link: Link,
+}
+
+/// What sits between the socket and the STUN framing.
+enum Link {
+    /// Plain TCP, with the output the socket has not taken yet.
+    Plain { out: Vec<u8> },
+    /// TLS; rustls buffers the output.
+    Tls(Box<rustls::ServerConnection>),
+}
+
+impl TcpConn {
+    /// Reads everything available into the decoder; `Ok(false)` once the client has closed.
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        match &mut self.link {
+            Link::Plain { .. } => loop {
+                match self.stream.read(buf) {
+                    Ok(0) => return Ok(false),
+                    Ok(len) => self.decoder.extend(&buf[..len]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            },
+            Link::Tls(tls) => loop {
+                match tls.read_tls(&mut self.stream) {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => {
+                        tls.process_new_packets().map_err(io::Error::other)?;
+                        loop {
+                            match tls.reader().read(buf) {
+                                Ok(0) => return Ok(false),
+                                Ok(len) => self.decoder.extend(&buf[..len]),
+                                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                                Err(err) => return Err(err),
+                            }
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            },
+        }
+    }
+
+    /// Queues a frame for the client and writes what the socket takes.
+    fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        match &mut self.link {
+            Link::Plain { out } => out.extend_from_slice(payload),
+            Link::Tls(tls) => tls.writer().write_all(payload)?,
+        }
+        self.flush()
+    }
+
+    /// Writes as much pending output as the socket takes.
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.link {
+            Link::Plain { out } => {
+                while !out.is_empty() {
+                    match self.stream.write(out) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(written) => {
+                            out.drain(..written);
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(())
+            }
+            Link::Tls(tls) => {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(_) => {}
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Output not yet taken by the socket (for TLS, whether any is pending at all).
+    fn backlog(&self) -> usize {
+        match &self.link {
+            Link::Plain { out } => out.len(),
+            Link::Tls(tls) => usize::from(tls.wants_write()),
+        }
+    }
 }
 
 impl EventLoop {
@@ -210,6 +344,9 @@ impl EventLoop {
         let registry = self.poll.registry();
         registry.register(&mut self.udp, UDP, Interest::READABLE)?;
         registry.register(&mut self.tcp, TCP_LISTENER, Interest::READABLE)?;
+        if let Some((listener, _, _)) = &mut self.tls {
+            registry.register(listener, TLS_LISTENER, Interest::READABLE)?;
+        }
         Ok(())
     }
 
@@ -234,7 +371,8 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     UDP => self.read_udp(now),
-                    TCP_LISTENER => self.accept(),
+                    TCP_LISTENER => self.accept(false),
+                    TLS_LISTENER => self.accept(true),
                     WAKER => {}
                     Token(t) if t >= TCP_BASE => self.service_tcp(now, t - TCP_BASE),
                     Token(t) if t >= RELAY_BASE => self.read_relay(now, t - RELAY_BASE),
@@ -307,15 +445,35 @@ impl EventLoop {
         }
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, tls: bool) {
         loop {
-            let (mut stream, client) = match self.tcp.accept() {
+            let listener = match (&self.tls, tls) {
+                (Some((listener, _, _)), true) => listener,
+                (_, false) => &self.tcp,
+                (None, true) => return,
+            };
+            let (mut stream, client) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) => {
                     debug!(%err, "TCP accept error");
                     return;
                 }
+            };
+            let (server, link) = match (&self.tls, tls) {
+                (Some((_, addr, config)), true) => {
+                    match rustls::ServerConnection::new(config.clone()) {
+                        Ok(mut connection) => {
+                            connection.set_buffer_limit(Some(MAX_TCP_BACKLOG));
+                            (*addr, Link::Tls(Box::new(connection)))
+                        }
+                        Err(err) => {
+                            warn!(%err, "cannot start a TLS session");
+                            continue;
+                        }
+                    }
+                }
+                _ => (self.udp_addr, Link::Plain { out: Vec::new() }),
             };
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
@@ -330,74 +488,56 @@ impl EventLoop {
             }
             let five = FiveTuple {
                 client,
-                server: self.udp_addr,
-                transport: Transport::Tcp,
+                server,
+                transport: if tls { Transport::Tls } else { Transport::Tcp },
             };
-            self.conn_by_client.insert(client, entry.key());
+            self.conn_by_client.insert(five, entry.key());
             entry.insert(TcpConn {
                 stream,
                 five,
                 decoder: StreamDecoder::new(),
-                out: Vec::new(),
+                link,
             });
         }
     }
 
     fn service_tcp(&mut self, now: Instant, index: usize) {
-        let mut closed = false;
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        let five = conn.five;
+        let mut open = conn.fill(&mut self.buf).unwrap_or(false);
+        // The decoder leaves the connection while the core answers its frames, so answers
+        // can be queued on the connection (and others) without copying each frame.
+        let mut decoder = std::mem::take(&mut conn.decoder);
         loop {
-            let Some(conn) = self.conns.get_mut(index) else {
-                return;
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => {
+                    debug!(client = %five.client, %err, "closing a TCP client that sent garbage");
+                    open = false;
+                    break;
+                }
             };
-            match conn.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(len) => conn.decoder.extend(&self.buf[..len]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-            // Hand every complete frame to the core.
-            loop {
-                let Some(conn) = self.conns.get_mut(index) else {
-                    return;
-                };
-                let five = conn.five;
-                let frame = match conn.decoder.next_frame() {
-                    Ok(Some(frame)) => frame.to_vec(),
-                    Ok(None) => break,
-                    Err(err) => {
-                        debug!(client = %five.client, %err, "closing a TCP client that sent garbage");
-                        closed = true;
-                        break;
-                    }
-                };
-                if let Some(transmit) = self.core.handle_client(now, five, &frame, &mut self.relays)
-                {
-                    dispatch(
-                        transmit,
-                        &self.udp,
-                        &self.relays,
-                        &mut self.conns,
-                        &self.conn_by_client,
-                    );
-                }
-            }
-            if closed {
-                break;
+            if let Some(transmit) = self.core.handle_client(now, five, frame, &mut self.relays) {
+                dispatch(
+                    transmit,
+                    &self.udp,
+                    &self.relays,
+                    &mut self.conns,
+                    &self.conn_by_client,
+                );
             }
         }
-        if let Some(conn) = self.conns.get_mut(index) {
-            if flush(conn).is_err() || conn.out.len() > MAX_TCP_BACKLOG {
-                closed = true;
-            }
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.decoder = decoder;
+        if conn.flush().is_err() || conn.backlog() > MAX_TCP_BACKLOG {
+            open = false;
         }
-        if closed {
+        if !open {
             self.close_tcp(index);
         }
     }
@@ -408,7 +548,7 @@ impl EventLoop {
         }
         let mut conn = self.conns.remove(index);
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.conn_by_client.remove(&conn.five.client);
+        self.conn_by_client.remove(&conn.five);
         self.core
             .handle_transport_closed(conn.five, &mut self.relays);
     }
@@ -420,7 +560,7 @@ fn dispatch(
     udp: &UdpSocket,
     relays: &RelayTable,
     conns: &mut Slab<TcpConn>,
-    conn_by_client: &HashMap<SocketAddr, usize>,
+    conn_by_client: &HashMap<FiveTuple, usize>,
 ) {
     match transmit.destination {
         Destination::Client(five) if five.transport == Transport::Udp => {
@@ -428,14 +568,10 @@ fn dispatch(
             let _ = udp.send_to(transmit.payload, five.client);
         }
         Destination::Client(five) => {
-            let Some(conn) = conn_by_client
-                .get(&five.client)
-                .and_then(|&i| conns.get_mut(i))
-            else {
-                return;
-            };
-            conn.out.extend_from_slice(transmit.payload);
-            let _ = flush(conn);
+            if let Some(conn) = conn_by_client.get(&five).and_then(|&i| conns.get_mut(i)) {
+                // A failed write shows up as an error on the connection's next event.
+                let _ = conn.send(transmit.payload);
+            }
         }
         Destination::Peer { relay, peer } => {
             if let Some(socket) = relays.socket(relay) {
@@ -443,22 +579,6 @@ fn dispatch(
             }
         }
     }
-}
-
-/// Writes as much pending output as the socket takes.
-fn flush(conn: &mut TcpConn) -> io::Result<()> {
-    while !conn.out.is_empty() {
-        match conn.stream.write(&conn.out) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => {
-                conn.out.drain(..written);
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 /// Relay sockets, opened and closed at the core's request.

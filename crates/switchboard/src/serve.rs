@@ -87,7 +87,7 @@ impl ServeArgs {
         if self.no_turn {
             config.turn.enabled = false;
         }
-        self.turn.apply(&mut config.turn);
+        self.turn.apply(&mut config.turn, &mut config.tls);
         if !self.ice_servers.is_empty() {
             config.ice_servers = self
                 .ice_servers
@@ -125,6 +125,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("switchboard: listening on http://{addr}");
         if let Some(turn) = server.turn_addr() {
             println!("switchboard: TURN listening on {turn} (udp, tcp)");
+        }
+        if let Some(tls) = server.turn_tls_addr() {
+            println!("switchboard: TURN listening on {tls} (tls)");
         }
         server.run(shutdown_signal()).await?;
         info!("stopped");

@@ -1,9 +1,10 @@
 //! TURN options shared by `serve` and `turn`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::Args;
-use server::TurnConfig;
+use server::{TlsConfig, TurnConfig};
 
 /// STUN/TURN server options; each overrides the same `[turn]` setting of `--config`.
 #[derive(Debug, Args)]
@@ -54,11 +55,32 @@ pub(crate) struct TurnArgs {
     /// Deny relaying to this range; repeatable
     #[arg(long = "deny-peer", value_name = "CIDR")]
     denied_peer_ranges: Vec<String>,
+
+    /// TURN over TLS (turns:) listening address, used with --tls-cert [default: 127.0.0.1:5349]
+    #[arg(long = "turn-tls", value_name = "ADDR:PORT")]
+    tls_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for TLS listeners (TURN over TLS)
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 impl TurnArgs {
-    /// Applies the given flags over `config`.
-    pub(crate) fn apply(self, config: &mut TurnConfig) {
+    /// Applies the given flags over the `[turn]` and `[tls]` settings.
+    pub(crate) fn apply(self, config: &mut TurnConfig, tls: &mut TlsConfig) {
+        if let Some(listen) = self.tls_listen {
+            config.tls_listen = listen;
+        }
+        if self.tls_cert.is_some() {
+            tls.cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            tls.key = self.tls_key;
+        }
         if let Some(listen) = self.listen {
             config.listen = listen;
         }

@@ -21,12 +21,15 @@ pub(crate) struct TurnCmdArgs {
 }
 
 pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?.turn,
-        None => server::TurnConfig::default(),
+    let (mut config, mut tls) = match &args.config {
+        Some(path) => {
+            let file = Config::from_file(path)?;
+            (file.turn, file.tls)
+        }
+        None => (server::TurnConfig::default(), server::TlsConfig::default()),
     };
-    args.turn.apply(&mut config);
-    let settings = config.settings()?;
+    args.turn.apply(&mut config, &mut tls);
+    let settings = config.settings(&tls)?;
     if settings.credentials.is_empty() {
         anyhow::bail!("no TURN credentials: give --turn-user USER:PASS or --turn-secret SECRET");
     }
@@ -35,6 +38,9 @@ pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = handle.local_addr();
     println!("switchboard: TURN listening on {addr} (udp, tcp)");
+    if let Some(tls) = handle.tls_addr() {
+        println!("switchboard: TURN listening on {tls} (tls)");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
