@@ -3,9 +3,11 @@
 // never wedge a call: the polite side rolls back, the impolite side ignores.
 // Also owns the per-peer chat data channel and ICE restarts after failures.
 
-const DISCONNECTED_RESTART_MS = 4_000;
+const DISCONNECTED_RESTART_MS = 3_000;
+const POLITE_RESTART_DELAY_MS = 2_000;
 const RESPONDER_WAIT_MS = 3_000;
-const STALL_RESTART_MS = 5_000;
+const GATHER_STALL_MS = 5_000;
+const ICE_NEW_REBUILD_MS = 12_000;
 const KINDS = ['audio', 'video'];
 
 /**
@@ -146,7 +148,11 @@ class Peer {
     this.attachTimer = null;
     this.watchdog = null;
     this.restartTimer = null;
+    this.gatherTimer = null;
+    this.gatheredUfrags = new Set(); // ICE ufrags we have gathered candidates for
+    this.remoteSession = null; // SDP session id (o= line) of the other side's connection
     this.iceRestarts = 0;
+    this.rebuilds = 0;
     this.createdAt = performance.now();
     this.firstFrameAt = null;
     /** performance.now() of the first offer/answer sent and received and of ICE connected. */
@@ -162,9 +168,9 @@ class Peer {
    * Creates the RTCPeerConnection. The initiator attaches its media at once
    * (so it offers first); the other side waits for that offer and attaches
    * right before answering it. Both would converge anyway (perfect
-   * negotiation), but avoiding glare on every join is faster and sidesteps
+   * negotiation), but avoiding glare on every join is faster and avoids
    * rollbacks while ICE is gathering, which Chromium sometimes does not
-   * survive (gathering stalls; see the watchdog below).
+   * survive (see rebuild()).
    */
   start({ initiator }) {
     const pc = new RTCPeerConnection({ iceServers: this.mesh.iceServers, bundlePolicy: 'max-bundle' });
@@ -173,6 +179,7 @@ class Peer {
 
     pc.onnegotiationneeded = () => this.enqueue(() => this.makeOffer());
     pc.onicecandidate = ({ candidate }) => {
+      if (candidate?.usernameFragment) this.gatheredUfrags.add(candidate.usernameFragment);
       this.mesh.signaling.signal(this.id, { candidate: candidateToWire(candidate) });
     };
     pc.ontrack = ({ track }) => this.onTrack(track);
@@ -181,13 +188,20 @@ class Peer {
       const s = pc.iceConnectionState;
       if (s === 'connected') this.timeline.iceConnected ??= performance.now();
       clearTimeout(this.restartTimer);
+      // Both ends usually see a failure at the same moment; the polite one
+      // gives the impolite one's restart a head start so offers do not cross.
       if (s === 'failed') {
-        this.restartIce('ice failed');
+        if (!this.polite) this.restartIce('ICE failed');
+        else {
+          this.restartTimer = setTimeout(() => {
+            if (pc.iceConnectionState === 'failed' && pc.signalingState === 'stable') this.restartIce('ICE failed');
+          }, POLITE_RESTART_DELAY_MS);
+        }
       } else if (s === 'disconnected') {
         // Often recovers by itself (a brief network blip); restart if it does not.
         this.restartTimer = setTimeout(() => {
           if (pc.iceConnectionState === 'disconnected') this.restartIce('still disconnected');
-        }, DISCONNECTED_RESTART_MS);
+        }, DISCONNECTED_RESTART_MS + (this.polite ? POLITE_RESTART_DELAY_MS : 0));
       }
       this.armWatchdog();
       this.changed();
@@ -240,20 +254,77 @@ class Peer {
   }
 
   /**
-   * Chromium occasionally stalls ICE gathering after a rollback, leaving both
-   * ends "new" forever; an ICE restart recovers. If ICE is still "new" a few
-   * seconds after a completed offer/answer, restart it (the impolite side
-   * first, so that both do not restart at once).
+   * Chromium sometimes never gathers a single candidate again after rolling
+   * back an offer whose gathering had just started: the connection stays
+   * "new" for good and ICE restarts do not help. Checked after every local
+   * description: if gathering for its ICE credentials produced nothing, the
+   * connection is rebuilt.
+   */
+  armGatherCheck() {
+    clearTimeout(this.gatherTimer);
+    const pc = this.pc;
+    const ufrag = iceUfrag(pc.localDescription?.sdp);
+    this.gatherTimer = setTimeout(() => {
+      if (this.closed || pc !== this.pc) return;
+      if (pc.iceGatheringState === 'gathering' && ufrag && !this.gatheredUfrags.has(ufrag)
+          && iceUfrag(pc.localDescription?.sdp) === ufrag) {
+        this.enqueue(() => this.rebuild('ICE gathering stalled'));
+      }
+    }, GATHER_STALL_MS);
+  }
+
+  /**
+   * Last resort for anything else that wedges: ICE still "new" long after a
+   * completed offer/answer. The impolite side acts first so that both do not
+   * rebuild at once.
    */
   armWatchdog() {
     clearTimeout(this.watchdog);
     const pc = this.pc;
     if (this.closed || pc.iceConnectionState !== 'new' || pc.signalingState !== 'stable' || !pc.remoteDescription) return;
     this.watchdog = setTimeout(() => {
-      if (!this.closed && pc.iceConnectionState === 'new' && pc.signalingState === 'stable') {
-        this.restartIce('ICE never started');
+      if (!this.closed && pc === this.pc && pc.iceConnectionState === 'new' && pc.signalingState === 'stable') {
+        this.enqueue(() => this.rebuild('ICE never started'));
       }
-    }, this.polite ? STALL_RESTART_MS * 2 : STALL_RESTART_MS);
+    }, this.polite ? ICE_NEW_REBUILD_MS * 1.5 : ICE_NEW_REBUILD_MS);
+  }
+
+  /**
+   * Replaces the RTCPeerConnection with a fresh one. As initiator we offer at
+   * once; the other side sees an offer from a new SDP session (o= line) and
+   * rebuilds its end as responder (see onSignal).
+   */
+  rebuild(why, { initiator = true } = {}) {
+    if (this.closed) return;
+    console.info(`peer ${this.id}: new connection (${why})`);
+    this.rebuilds++;
+    this.dropConnection();
+    this.senders = {};
+    this.transceivers = {};
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.settingRemoteAnswer = false;
+    this.attached = false;
+    this.remoteSession = null;
+    this.gatheredUfrags.clear();
+    for (const t of this.stream.getTracks()) this.stream.removeTrack(t);
+    this.start({ initiator });
+    this.changed();
+  }
+
+  dropConnection() {
+    clearTimeout(this.restartTimer);
+    clearTimeout(this.watchdog);
+    clearTimeout(this.attachTimer);
+    clearTimeout(this.gatherTimer);
+    const { pc, dc } = this;
+    if (dc) dc.onopen = dc.onclose = dc.onmessage = null;
+    if (pc) {
+      pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = null;
+      pc.onconnectionstatechange = pc.oniceconnectionstatechange = pc.onsignalingstatechange = null;
+    }
+    try { dc?.close(); } catch { /* ignore */ }
+    try { pc?.close(); } catch { /* ignore */ }
   }
 
   /** Runs `fn` after every earlier signaling step of this peer has finished. */
@@ -273,16 +344,22 @@ class Peer {
       this.makingOffer = true;
       await pc.setLocalDescription();
       this.sendDescription();
+      this.armGatherCheck();
     } finally {
       this.makingOffer = false;
     }
   }
 
   async onSignal(description, candidate) {
-    const pc = this.pc;
     if (this.closed) return;
     if (description) {
       this.timeline[`${description.type}Received`] ??= performance.now();
+      const session = sdpSession(description.sdp);
+      if (description.type === 'offer' && this.remoteSession && session && session !== this.remoteSession) {
+        // The other side replaced its connection (rebuild()): follow suit.
+        this.rebuild('the other side started a new connection', { initiator: false });
+      }
+      const pc = this.pc;
       if (description.type === 'offer') this.attach({ recvOnlyFor: false });
       const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
       const collision = description.type === 'offer' && !readyForOffer;
@@ -292,14 +369,17 @@ class Peer {
       try {
         // For the polite side a colliding offer rolls back our own offer implicitly.
         await pc.setRemoteDescription(description);
+        if (session) this.remoteSession = session;
       } finally {
         this.settingRemoteAnswer = false;
       }
       if (description.type === 'offer') {
         await pc.setLocalDescription();
         this.sendDescription();
+        this.armGatherCheck();
       }
     } else if (candidate !== undefined) {
+      const pc = this.pc;
       const init = candidateFromWire(candidate);
       if (!init) return; // end-of-candidates: nothing to do for trickle here
       try {
@@ -378,13 +458,19 @@ class Peer {
 
   close() {
     this.closed = true;
-    clearTimeout(this.restartTimer);
-    clearTimeout(this.watchdog);
-    clearTimeout(this.attachTimer);
-    try { this.dc?.close(); } catch { /* ignore */ }
-    try { this.pc?.close(); } catch { /* ignore */ }
+    this.dropConnection();
     for (const t of this.stream.getTracks()) t.stop();
   }
+}
+
+/** The ICE ufrag of an SDP (the first one; all m-sections share it under max-bundle). */
+function iceUfrag(sdp) {
+  return sdp?.match(/^a=ice-ufrag:(\S+)/m)?.[1] ?? null;
+}
+
+/** The session id of an SDP's o= line: one per RTCPeerConnection. */
+function sdpSession(sdp) {
+  return sdp?.match(/^o=\S+ (\d+) /m)?.[1] ?? null;
 }
 
 /** RTCIceCandidate (camelCase) → protocol candidate (snake_case); null = end of candidates. */
