@@ -162,7 +162,7 @@ async function enterRoom(room, name) {
   refreshControls(media);
   refreshPickers(media);
 
-  wireSignaling(signaling, mesh, name, media);
+  wireSignaling(signaling, mesh, media);
   wireMesh(mesh);
   wireMedia(media, mesh);
   wireControls(media, mesh, signaling, name, room);
@@ -207,8 +207,7 @@ async function refreshPickers(media) {
   }
 }
 
-function wireSignaling(signaling, mesh, name, media) {
-
+function wireSignaling(signaling, mesh, media) {
   signaling.addEventListener('welcome', (ev) => {
     const { msg, resumed, previous } = ev.detail;
     if (!resumed && previous) {
@@ -285,7 +284,6 @@ function wireSignaling(signaling, mesh, name, media) {
 
   // An explicit leave is friendlier than waiting for the socket to close.
   window.addEventListener('pagehide', () => signaling.leave());
-  void name;
 }
 
 function describeError(code, message, signaling) {
