@@ -8,11 +8,13 @@
 #   latency: PAIRS pairs (Switchboard: sender -> receiver `signal` in a room of two, one way;
 #            anchor: the same frame to the echo server and back) at RATE messages/s in total for
 #            DURATION s after a 2 s warm-up; RUNS runs, alternating targets; medians reported.
-#   Also, idle only and for reference: the anchor with a 4 KiB read buffer instead of
-#   tungstenite's default 128 KiB (SMALL_BUFFER_ANCHOR=0 skips it).
+#   The anchor uses Switchboard's WebSocket settings (crates/server/src/lib.rs: 4 KiB read
+#   buffer, no write buffering, 64 KiB frames). For reference, idle only: the anchor with
+#   tungstenite's default 128 KiB buffers (DEFAULT_BUFFER_ANCHOR=0 skips it).
 #
 # Env: CONNECTIONS (10000), PER_ROOM (5), PAIRS (50), RATE (2000), DURATION (20), RUNS (3),
-#      NOFILE (65536; falls back to the hard limit), SMALL_BUFFER_ANCHOR (1).
+#      NOFILE (65536; falls back to the hard limit), ANCHOR_READ_BUFFER (4096),
+#      ANCHOR_WRITE_BUFFER (0), DEFAULT_BUFFER_ANCHOR (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,9 @@ RATE=${RATE:-2000}
 DURATION=${DURATION:-20}
 RUNS=${RUNS:-3}
 NOFILE=${NOFILE:-65536}
-SMALL_BUFFER_ANCHOR=${SMALL_BUFFER_ANCHOR:-1}
+ANCHOR_READ_BUFFER=${ANCHOR_READ_BUFFER:-4096}
+ANCHOR_WRITE_BUFFER=${ANCHOR_WRITE_BUFFER:-0}
+DEFAULT_BUFFER_ANCHOR=${DEFAULT_BUFFER_ANCHOR:-1}
 
 cargo build --release -p switchboard -p switchboard-sigload >&2
 sb_bin=$PWD/target/release/switchboard
@@ -83,7 +87,8 @@ fi
 
 start switchboard "$sb_bin" serve --http 127.0.0.1:0 --log warn "${sb_flags[@]}"
 sb_pid=$started_pid sb_url=ws://127.0.0.1:$started_port/ws
-start echo "$load_bin" echo-server --listen 127.0.0.1:0
+start echo "$load_bin" echo-server --listen 127.0.0.1:0 \
+  --read-buffer-bytes "$ANCHOR_READ_BUFFER" --write-buffer-bytes "$ANCHOR_WRITE_BUFFER"
 echo_pid=$started_pid echo_url=ws://127.0.0.1:$started_port/
 
 # field LINE KEY: the value of KEY=VALUE in a result line.
@@ -108,13 +113,13 @@ idle_sb=$(run_load idle --url "$sb_url" --connections "$CONNECTIONS" --per-room 
   --pid "$sb_pid" --mode switchboard)
 idle_echo=$(run_load idle --url "$echo_url" --connections "$CONNECTIONS" --pid "$echo_pid" \
   --mode echo)
-idle_small=""
-if [[ $SMALL_BUFFER_ANCHOR == 1 ]]; then
-  start echo-small "$load_bin" echo-server --listen 127.0.0.1:0 --read-buffer-bytes 4096
-  small_pid=$started_pid
-  idle_small=$(run_load idle --url "ws://127.0.0.1:$started_port/" \
-    --connections "$CONNECTIONS" --pid "$small_pid" --mode echo)
-  kill "$small_pid"
+idle_default=""
+if [[ $DEFAULT_BUFFER_ANCHOR == 1 ]]; then
+  start echo-default "$load_bin" echo-server --listen 127.0.0.1:0
+  default_pid=$started_pid
+  idle_default=$(run_load idle --url "ws://127.0.0.1:$started_port/" \
+    --connections "$CONNECTIONS" --pid "$default_pid" --mode echo)
+  kill "$default_pid"
 fi
 for line in "$idle_sb" "$idle_echo"; do
   if [[ $(field "$line" held) != "$CONNECTIONS" ]]; then
@@ -156,6 +161,7 @@ echo "Signaling benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(un
   "load average $load_before at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 echo "switchboard serve --http 127.0.0.1:0 ${sb_flags[*]}; ulimit -n $(ulimit -n);" \
   "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "echo anchor: echo-server --read-buffer-bytes $ANCHOR_READ_BUFFER --write-buffer-bytes $ANCHOR_WRITE_BUFFER"
 echo "idle: CONNECTIONS=$CONNECTIONS (rooms of $PER_ROOM); latency: PAIRS=$PAIRS RATE=$RATE/s" \
   "DURATION=${DURATION}s, median of RUNS=$RUNS"
 echo
@@ -171,11 +177,11 @@ printf '%-34s %14s %14s %8s\n' "latency p50 (us)" "$sb_p50" "$echo_p50" "$(ratio
 printf '%-34s %14s %14s %8s\n' "latency p90 (us)" "$sb_p90" "$echo_p90" "$(ratio "$sb_p90" "$echo_p90")"
 printf '%-34s %14s %14s %8s\n' "latency p99 (us)" "$sb_p99" "$echo_p99" "$(ratio "$sb_p99" "$echo_p99")"
 printf '%-34s %14s %14s %8s\n' "latency max (us)" "$sb_max" "$echo_max" "$(ratio "$sb_max" "$echo_max")"
-if [[ -n $idle_small ]]; then
-  small_kib=$(field "$idle_small" rss_per_conn_kib)
+if [[ -n $idle_default ]]; then
+  default_kib=$(field "$idle_default" rss_per_conn_kib)
   echo
-  echo "reference: anchor with a 4 KiB read buffer: $small_kib KiB per connection" \
-    "($(field "$idle_small" held) held; Switchboard / it = $(ratio "$sb_kib" "$small_kib"))"
+  echo "reference: anchor with tungstenite's default 128 KiB buffers: $default_kib KiB per" \
+    "connection ($(field "$idle_default" held) held; Switchboard / it = $(ratio "$sb_kib" "$default_kib"))"
 fi
 echo
 echo "per-run latency p50 (us): switchboard${p50[switchboard]}; echo${p50[echo]}"

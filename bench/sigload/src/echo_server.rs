@@ -1,8 +1,9 @@
 //! The anchor: a bare tokio-tungstenite server that sends every data frame back as it came.
 //!
 //! It uses the same WebSocket library family as Switchboard (axum's `ws` is tokio-tungstenite)
-//! with the same frame limit and read buffer and, like `axum::serve`, leaves Nagle's algorithm on
-//! unless told otherwise, so the difference between the two is the application.
+//! and, like `axum::serve`, leaves Nagle's algorithm on unless told otherwise. Its defaults are
+//! tungstenite's; `bench/signaling.sh` passes Switchboard's frame limit and buffer sizes, so the
+//! difference between the two is the application.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,11 +25,15 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 65_536)]
     max_frame_bytes: usize,
 
-    /// Read buffer per connection, in bytes. tungstenite's default (which axum, and so
-    /// Switchboard, keeps) is 128 KiB, zero-filled on the first read: most of an idle
-    /// connection's memory.
+    /// Read buffer per connection, in bytes. tungstenite's default is 128 KiB, zero-filled on
+    /// every read, and most of an idle connection's memory; Switchboard sets 4 KiB.
     #[arg(long, default_value_t = 128 * 1024)]
     read_buffer_bytes: usize,
+
+    /// Bytes of outgoing frames collected before writing to the socket; tungstenite's default is
+    /// 128 KiB, Switchboard sets 0 (write each frame at once).
+    #[arg(long, default_value_t = 128 * 1024)]
+    write_buffer_bytes: usize,
 
     /// Set TCP_NODELAY on accepted sockets (axum::serve, and so Switchboard, does not).
     #[arg(long)]
@@ -46,7 +51,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(args.max_frame_bytes))
         .max_frame_size(Some(args.max_frame_bytes))
-        .read_buffer_size(args.read_buffer_bytes);
+        .read_buffer_size(args.read_buffer_bytes)
+        .write_buffer_size(args.write_buffer_bytes);
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
