@@ -3,8 +3,11 @@
 //! - [`StreamDecoder`]: splits a TCP/TLS byte stream into STUN messages and ChannelData frames
 //!   (RFC 8656 §12.5: both are self-delimiting; ChannelData is padded to 4 bytes on streams).
 //! - [`bind_udp`]: a UDP socket with large kernel buffers, for relays and listeners.
+//! - [`batch`]: `recvmmsg`/`sendmmsg` batches.
 //!
 //! What this crate is not: a protocol. It only finds frame boundaries and opens sockets.
+
+pub mod batch;
 
 use std::io;
 use std::net::SocketAddr;

@@ -109,7 +109,7 @@ pub struct TurnConfig {
     pub denied_peer_ranges: Vec<String>,
     /// Most allocations in total. Default 10000.
     pub max_allocations: usize,
-    /// Most allocations per username. Default 32.
+    /// Most allocations per username. Default 128.
     pub max_allocations_per_user: usize,
     /// Relayed bytes per second per allocation (0 = unlimited). Default 12500000 (100 Mbit/s).
     pub max_bytes_per_sec_per_allocation: u64,

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use net::StreamDecoder;
+use net::batch::{BATCH, RecvBatch, SendBatch};
 use slab::Slab;
+use std::os::fd::AsRawFd;
 use tracing::{debug, info, warn};
 use turn::{
     Credentials, Destination, Family, FiveTuple, RelayAllocator, Transmit, Transport, TurnStats,
@@ -146,6 +148,8 @@ impl TurnHandle {
             conns: Slab::new(),
             conn_by_client: HashMap::new(),
             buf: vec![0; MAX_DATAGRAM],
+            batch: RecvBatch::new(),
+            out: Outbox::default(),
             stop: stop.clone(),
             stats: stats.clone(),
         };
@@ -234,7 +238,12 @@ struct EventLoop {
     relays: RelayTable,
     conns: Slab<TcpConn>,
     conn_by_client: HashMap<FiveTuple, usize>,
+    /// TCP read buffer.
     buf: Vec<u8>,
+    /// Datagrams read in one system call.
+    batch: RecvBatch,
+    /// Datagrams to send, flushed with one system call per socket.
+    out: Outbox,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<TurnStats>>,
 }
@@ -379,6 +388,8 @@ impl EventLoop {
                     Token(_) => {}
                 }
             }
+            self.flush_peers();
+            self.flush_clients();
             if now.duration_since(last_stats) >= STATS_INTERVAL {
                 last_stats = now;
                 if let Ok(mut shared) = self.stats.lock() {
@@ -391,57 +402,87 @@ impl EventLoop {
 
     fn read_udp(&mut self, now: Instant) {
         loop {
-            let (len, from) = match self.udp.recv_from(&mut self.buf) {
-                Ok(received) => received,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+            let count = match self.batch.recv(&self.udp) {
+                Ok(count) => count,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
                     debug!(%err, "UDP receive error");
-                    continue;
+                    break;
                 }
             };
-            let five = FiveTuple {
-                client: from,
-                server: self.udp_addr,
-                transport: Transport::Udp,
-            };
-            if let Some(transmit) =
-                self.core
-                    .handle_client(now, five, &self.buf[..len], &mut self.relays)
-            {
-                dispatch(
-                    transmit,
-                    &self.udp,
-                    &self.relays,
-                    &mut self.conns,
-                    &self.conn_by_client,
-                );
+            for i in 0..count {
+                let Some((packet, from)) = self.batch.get(i) else {
+                    continue;
+                };
+                let five = FiveTuple {
+                    client: from,
+                    server: self.udp_addr,
+                    transport: Transport::Udp,
+                };
+                if let Some(transmit) = self.core.handle_client(now, five, packet, &mut self.relays)
+                {
+                    dispatch(
+                        transmit,
+                        &mut self.out,
+                        &mut self.conns,
+                        &self.conn_by_client,
+                    );
+                }
             }
+            self.flush_peers();
+            self.flush_clients_if_full();
         }
     }
 
     fn read_relay(&mut self, now: Instant, index: usize) {
+        let Some((_, relay)) = self.relays.sockets.get(index) else {
+            return;
+        };
+        let relay = *relay;
         loop {
-            let Some((socket, relay)) = self.relays.sockets.get(index) else {
+            let Some((socket, _)) = self.relays.sockets.get(index) else {
                 return;
             };
-            let relay = *relay;
-            let (len, from) = match socket.recv_from(&mut self.buf) {
-                Ok(received) => received,
+            let count = match self.batch.recv(socket) {
+                Ok(count) => count,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) => {
                     debug!(%err, "relay receive error");
-                    continue;
+                    return;
                 }
             };
-            if let Some(transmit) = self.core.handle_peer(now, relay, from, &self.buf[..len]) {
-                dispatch(
-                    transmit,
-                    &self.udp,
-                    &self.relays,
-                    &mut self.conns,
-                    &self.conn_by_client,
-                );
+            for i in 0..count {
+                let Some((payload, from)) = self.batch.get(i) else {
+                    continue;
+                };
+                if let Some(transmit) = self.core.handle_peer(now, relay, from, payload) {
+                    dispatch(
+                        transmit,
+                        &mut self.out,
+                        &mut self.conns,
+                        &self.conn_by_client,
+                    );
+                }
             }
+            self.flush_clients_if_full();
+        }
+    }
+
+    fn flush_peers(&mut self) {
+        let relays = &self.relays;
+        self.out
+            .peers
+            .flush(|via| relays.socket(via).map(|s| s.as_raw_fd()));
+    }
+
+    fn flush_clients(&mut self) {
+        let fd = self.udp.as_raw_fd();
+        self.out.clients.flush(|_| Some(fd));
+    }
+
+    fn flush_clients_if_full(&mut self) {
+        if self.out.clients.len() >= BATCH {
+            self.flush_clients();
         }
     }
 
@@ -523,8 +564,7 @@ impl EventLoop {
             if let Some(transmit) = self.core.handle_client(now, five, frame, &mut self.relays) {
                 dispatch(
                     transmit,
-                    &self.udp,
-                    &self.relays,
+                    &mut self.out,
                     &mut self.conns,
                     &self.conn_by_client,
                 );
@@ -554,18 +594,25 @@ impl EventLoop {
     }
 }
 
-/// Sends one packet the core produced.
+/// Datagrams produced while handling one batch, sent together.
+#[derive(Default)]
+struct Outbox {
+    /// To UDP clients, from the listening socket.
+    clients: SendBatch,
+    /// To peers, each from its relay socket.
+    peers: SendBatch,
+}
+
+/// Queues or sends one packet the core produced.
 fn dispatch(
     transmit: Transmit<'_>,
-    udp: &UdpSocket,
-    relays: &RelayTable,
+    out: &mut Outbox,
     conns: &mut Slab<TcpConn>,
     conn_by_client: &HashMap<FiveTuple, usize>,
 ) {
     match transmit.destination {
         Destination::Client(five) if five.transport == Transport::Udp => {
-            // UDP is lossy by nature: a full send buffer drops the packet, as the network would.
-            let _ = udp.send_to(transmit.payload, five.client);
+            out.clients.push(five.server, transmit.payload, five.client);
         }
         Destination::Client(five) => {
             if let Some(conn) = conn_by_client.get(&five).and_then(|&i| conns.get_mut(i)) {
@@ -573,11 +620,7 @@ fn dispatch(
                 let _ = conn.send(transmit.payload);
             }
         }
-        Destination::Peer { relay, peer } => {
-            if let Some(socket) = relays.socket(relay) {
-                let _ = socket.send_to(transmit.payload, peer);
-            }
-        }
+        Destination::Peer { relay, peer } => out.peers.push(relay, transmit.payload, peer),
     }
 }
 

@@ -56,6 +56,10 @@ pub(crate) struct TurnArgs {
     #[arg(long = "deny-peer", value_name = "CIDR")]
     denied_peer_ranges: Vec<String>,
 
+    /// Most TURN allocations per username [default: 128]
+    #[arg(long = "turn-max-allocations-per-user", value_name = "N")]
+    max_allocations_per_user: Option<usize>,
+
     /// TURN over TLS (turns:) listening address, used with --tls-cert [default: 127.0.0.1:5349]
     #[arg(long = "turn-tls", value_name = "ADDR:PORT")]
     tls_listen: Option<SocketAddr>,
@@ -72,6 +76,9 @@ pub(crate) struct TurnArgs {
 impl TurnArgs {
     /// Applies the given flags over the `[turn]` and `[tls]` settings.
     pub(crate) fn apply(self, config: &mut TurnConfig, tls: &mut TlsConfig) {
+        if let Some(max) = self.max_allocations_per_user {
+            config.max_allocations_per_user = max;
+        }
         if let Some(listen) = self.tls_listen {
             config.tls_listen = listen;
         }

@@ -170,7 +170,7 @@ impl Default for ServerConfig {
             channel_lifetime: Duration::from_secs(600),
             nonce_lifetime_secs: 600,
             max_allocations: 10_000,
-            max_allocations_per_user: 32,
+            max_allocations_per_user: 128,
             max_permissions: 64,
             max_channels: 64,
             max_bytes_per_sec_per_allocation: 12_500_000,
