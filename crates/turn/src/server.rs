@@ -407,18 +407,17 @@ impl Server {
         let allocation = self.allocations.get_mut(&id)?;
         let peer = canonical(peer);
         let peer_ip = peer.ip();
-        let permitted = allocation
-            .permissions
-            .iter()
-            .any(|(ip, expires)| *ip == peer_ip && *expires > now);
-        if !permitted || allocation.expires <= now {
+        if !allocation.permits(peer_ip, now) || allocation.expires <= now {
             self.stats.unroutable_dropped += 1;
             return None;
         }
-        if !allocation.bandwidth.try_take(payload.len(), now)
-            || !self.total_bandwidth.try_take(payload.len(), now)
-        {
-            self.stats.bandwidth_dropped += 1;
+        if !admit(
+            allocation,
+            &mut self.total_bandwidth,
+            &mut self.stats,
+            payload.len(),
+            now,
+        ) {
             return None;
         }
         let five = allocation.five;
@@ -483,10 +482,13 @@ impl Server {
             self.stats.unroutable_dropped += 1;
             return None;
         };
-        if !allocation.bandwidth.try_take(frame.data.len(), now)
-            || !self.total_bandwidth.try_take(frame.data.len(), now)
-        {
-            self.stats.bandwidth_dropped += 1;
+        if !admit(
+            allocation,
+            &mut self.total_bandwidth,
+            &mut self.stats,
+            frame.data.len(),
+            now,
+        ) {
             return None;
         }
         let relay = allocation.relay;
@@ -529,19 +531,17 @@ impl Server {
             self.stats.denied_peers += 1;
             return None;
         }
-        let peer_ip = peer.ip();
-        if !allocation
-            .permissions
-            .iter()
-            .any(|(ip, expires)| *ip == peer_ip && *expires > now)
-        {
+        if !allocation.permits(peer.ip(), now) {
             self.stats.unroutable_dropped += 1;
             return None;
         }
-        if !allocation.bandwidth.try_take(data.len(), now)
-            || !self.total_bandwidth.try_take(data.len(), now)
-        {
-            self.stats.bandwidth_dropped += 1;
+        if !admit(
+            allocation,
+            &mut self.total_bandwidth,
+            &mut self.stats,
+            data.len(),
+            now,
+        ) {
             return None;
         }
         let relay = allocation.relay;
@@ -1102,6 +1102,30 @@ impl Server {
         }
         w.finish();
     }
+}
+
+impl Allocation {
+    /// Whether a live permission covers `ip`.
+    fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions
+            .iter()
+            .any(|(have, expires)| *have == ip && *expires > now)
+    }
+}
+
+/// Charges `len` relayed bytes to the allocation's and the server's bandwidth quotas.
+fn admit(
+    allocation: &mut Allocation,
+    total: &mut ByteBucket,
+    stats: &mut TurnStats,
+    len: usize,
+    now: Instant,
+) -> bool {
+    let admitted = allocation.bandwidth.try_take(len, now) && total.try_take(len, now);
+    if !admitted {
+        stats.bandwidth_dropped += 1;
+    }
+    admitted
 }
 
 fn install_permission(allocation: &mut Allocation, ip: IpAddr, expires: Instant) {
