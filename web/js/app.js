@@ -130,7 +130,8 @@ async function enterRoom(room, name) {
 
   const media = new LocalMedia();
   const signaling = new SignalingClient({ room, name });
-  const mesh = new Mesh({ signaling, media });
+  const relayOnly = new URLSearchParams(location.search).get('relay') === '1';
+  const mesh = new Mesh({ signaling, media, relayOnly });
 
   window.switchboard = {
     room,

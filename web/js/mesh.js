@@ -20,10 +20,13 @@ export class Mesh extends EventTarget {
    * @param {import('./signaling.js').SignalingClient} opts.signaling
    * @param {import('./media.js').LocalMedia} opts.media
    */
-  constructor({ signaling, media }) {
+  constructor({ signaling, media, relayOnly = false }) {
     super();
     this.signaling = signaling;
     this.media = media;
+    // Relay-only: media goes through the TURN server and peers never learn each other's IP
+    // addresses (`?relay=1`); slower, but private and the way through strict firewalls.
+    this.relayOnly = relayOnly;
     this.selfId = null;
     this.iceServers = [];
     /** @type {Map<string, Peer>} */
@@ -173,7 +176,11 @@ class Peer {
    * survive (see rebuild()).
    */
   start({ initiator }) {
-    const pc = new RTCPeerConnection({ iceServers: this.mesh.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      iceServers: this.mesh.iceServers,
+      iceTransportPolicy: this.mesh.relayOnly ? 'relay' : 'all',
+      bundlePolicy: 'max-bundle',
+    });
     this.pc = pc;
     this.initiator = initiator;
 
