@@ -8,6 +8,8 @@ const PING_INTERVAL_MS = 15_000;
 const BACKOFF_FIRST_MS = 400;
 const BACKOFF_MAX_MS = 8_000;
 const MAX_BUFFERED_SIGNALS = 256;
+// Stay this far under the server's advertised message rate and burst.
+const RATE_MARGIN = 0.8;
 
 /**
  * States (the `state` property, also sent with every `statechange` event):
@@ -40,6 +42,12 @@ export class SignalingClient extends EventTarget {
     this.resumes = 0; // successful resumes (for tests)
     this.outbox = []; // signals waiting for the room (while reconnecting)
     this.holdJoin = false; // preconnect(): socket open, join not sent yet
+    // Signals wait here when we would exceed the server's message rate (it
+    // drops messages over its limit; a dropped offer would stall a call).
+    this.paced = [];
+    this.tokens = 0;
+    this.tokensAt = 0;
+    this.paceTimer = null;
     this.pingTimer = null;
     this.retryTimer = null;
     this.pingId = 0;
@@ -68,7 +76,8 @@ export class SignalingClient extends EventTarget {
   signal(to, payload) {
     const msg = { type: 'signal', to, ...payload };
     if (this.state === 'joined' && this.ws?.readyState === WebSocket.OPEN) {
-      this.send(msg);
+      this.paced.push(msg);
+      this.drainPaced();
     } else if (!this.stopped) {
       // Keep it for after the resume; the peer ids stay valid if resume works.
       this.outbox.push(msg);
@@ -126,6 +135,24 @@ export class SignalingClient extends EventTarget {
     ws.onerror = () => { /* onclose follows and handles it */ };
   }
 
+  drainPaced() {
+    clearTimeout(this.paceTimer);
+    this.paceTimer = null;
+    const rate = (this.limits?.messages_per_second ?? 50) * RATE_MARGIN;
+    const burst = Math.max(1, (this.limits?.message_burst ?? 100) * RATE_MARGIN);
+    const now = performance.now();
+    this.tokens = Math.min(burst, this.tokens + ((now - this.tokensAt) / 1000) * rate);
+    this.tokensAt = now;
+    while (this.paced.length && this.tokens >= 1) {
+      if (!this.send(this.paced[0])) return; // socket gone: onSocketGone keeps them
+      this.paced.shift();
+      this.tokens -= 1;
+    }
+    if (this.paced.length) {
+      this.paceTimer = setTimeout(() => this.drainPaced(), Math.ceil(((1 - this.tokens) / rate) * 1000));
+    }
+  }
+
   sendJoin() {
     const join = { type: 'join', v: 1, room: this.room, name: this.name };
     if (this.resume) join.resume = this.resume;
@@ -142,6 +169,10 @@ export class SignalingClient extends EventTarget {
 
   onSocketGone(code, reason) {
     if (this.stopped) return;
+    // Unsent signals go out after the resume, in order.
+    clearTimeout(this.paceTimer);
+    this.outbox = [...this.paced, ...this.outbox].slice(-MAX_BUFFERED_SIGNALS);
+    this.paced = [];
     if (code === 4000) {
       // Another connection resumed this peer: that one is the live session now.
       this.stop('replaced');
@@ -206,13 +237,19 @@ export class SignalingClient extends EventTarget {
     this.attempt = 0;
     if (resumed) this.resumes++;
     // A fresh session invalidates anything queued for the old peer id.
-    if (!resumed) this.outbox = [];
+    if (!resumed) {
+      this.outbox = [];
+      this.paced = [];
+    }
+    this.tokens = Math.max(1, (this.limits?.message_burst ?? 100) * RATE_MARGIN) - 1; // the join
+    this.tokensAt = performance.now();
     this.setState('joined', { peer: msg.peer, resumed });
     this.startPings();
-    this.emit('welcome', { msg, resumed, fresh: !resumed, previous });
-    const queued = this.outbox;
+    // What waited for the resume goes first, then whatever the app sends now.
+    this.paced.push(...this.outbox);
     this.outbox = [];
-    for (const m of queued) this.send(m);
+    this.emit('welcome', { msg, resumed, fresh: !resumed, previous });
+    this.drainPaced();
   }
 
   onServerError(msg) {
@@ -245,6 +282,8 @@ export class SignalingClient extends EventTarget {
       try { ws.close(1000, reason); } catch { /* ignore */ }
     }
     this.outbox = [];
+    this.paced = [];
+    clearTimeout(this.paceTimer);
     this.setState('stopped', { reason });
     this.emit('stopped', { reason });
   }
