@@ -1,5 +1,6 @@
 // The ways into a room: the lobby form, /r/NAME without a stored name (asks
-// for one), a bad room name, and a full room (explained on the page).
+// for one), a bad room name, a full room, and a machine with no camera or
+// microphone at all (each explained on the page).
 
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -81,4 +82,19 @@ test('a full room is explained', async () => {
   assert.match(await three.textContent('#signaling-state'), /disconnected/);
   // The two inside are unaffected.
   assert.equal(await one.evaluate(() => window.switchboard.peers.size), 1);
+});
+
+test('no camera or microphone at all is explained', async () => {
+  const bare = await launchBrowser({ cameras: 0 });
+  try {
+    const page = await openPage(bare, `${server.url}/r/${roomName('bare')}?name=Ida`, { label: 'bare' });
+    await joined(page);
+    const notice = await page.locator('#media-notice').textContent();
+    assert.match(notice, /no such device was found/);
+    assert.match(notice, /receive-only/);
+    assert.equal(await page.locator('#mic-toggle').isDisabled(), true);
+    assert.equal(await page.textContent('#cam-toggle'), 'No camera');
+  } finally {
+    await bare.close();
+  }
 });

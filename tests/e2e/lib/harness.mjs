@@ -103,8 +103,11 @@ export async function startServer({ bin = serverBinary(), args = [], env = {}, t
  * prompt; without it, pass `deny: true` to refuse every permission prompt.
  */
 export async function launchBrowser({ fakeUi = true, deny = false, cameras = 1, args = [] } = {}) {
-  const flags = [...CHROMIUM_ARGS, ...args];
-  if (cameras !== 1) {
+  let flags = [...CHROMIUM_ARGS, ...args];
+  if (cameras === 0) {
+    // No fake devices at all: like a machine without camera or microphone.
+    flags = flags.filter((f) => f !== '--use-fake-device-for-media-stream');
+  } else if (cameras !== 1) {
     const i = flags.indexOf('--use-fake-device-for-media-stream');
     flags[i] = `--use-fake-device-for-media-stream=device-count=${cameras}`;
   }
