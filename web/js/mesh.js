@@ -6,7 +6,8 @@
 const DISCONNECTED_RESTART_MS = 3_000;
 const POLITE_RESTART_DELAY_MS = 2_000;
 const RESPONDER_WAIT_MS = 3_000;
-const GATHER_STALL_MS = 5_000;
+// Generous: a relay-only connection waits for TURN allocations before its first candidate.
+const GATHER_STALL_MS = 8_000;
 const ICE_NEW_REBUILD_MS = 12_000;
 const KINDS = ['audio', 'video'];
 
