@@ -207,8 +207,11 @@ fn require_coturn() {
     }
 }
 
-/// Appends everything read from `from` to `into`, on a thread.
-fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+/// Appends everything read from `from` to `into`, on a thread that ends at EOF.
+fn collect(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = from.read(&mut buf) {
@@ -219,7 +222,7 @@ fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
                 .unwrap()
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
-    });
+    })
 }
 
 /// What a finished client printed.
@@ -240,8 +243,10 @@ fn run(program: &str, args: &[String]) -> Run {
         .unwrap_or_else(|err| panic!("spawn {program}: {err}"));
     let stdout = Arc::new(Mutex::new(String::new()));
     let stderr = Arc::new(Mutex::new(String::new()));
-    collect(child.stdout.take().unwrap(), stdout.clone());
-    collect(child.stderr.take().unwrap(), stderr.clone());
+    let readers = [
+        collect(child.stdout.take().unwrap(), stdout.clone()),
+        collect(child.stderr.take().unwrap(), stderr.clone()),
+    ];
     let mut guard = Guard { child };
     let deadline = Instant::now() + CLIENT_TIMEOUT;
     let status = loop {
@@ -258,8 +263,10 @@ fn run(program: &str, args: &[String]) -> Run {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    // The reader threads finish at EOF, shortly after exit.
-    thread::sleep(Duration::from_millis(50));
+    // Everything the client wrote before exiting, up to EOF.
+    for reader in readers {
+        reader.join().unwrap();
+    }
     let output = format!("{}{}", stdout.lock().unwrap(), stderr.lock().unwrap());
     Run { status, output }
 }
@@ -467,6 +474,27 @@ fn rest_tcp_send_indications() {
 #[test]
 fn long_term_udp_rtp_rtcp_pairs_padded() {
     assert_relays(Auth::LongTerm, Transport::Udp, Method::ChannelData, &["-D"]);
+}
+
+/// Payloads as large as video packets; uclient takes the last `-l` given.
+#[test]
+fn mtu_sized_send_indications_over_udp() {
+    assert_relays(
+        Auth::LongTerm,
+        Transport::Udp,
+        Method::Send,
+        &["-c", "-l", "1400"],
+    );
+}
+
+#[test]
+fn mtu_sized_channel_data_over_tcp() {
+    assert_relays(
+        Auth::Rest,
+        Transport::Tcp,
+        Method::ChannelData,
+        &["-c", "-l", "1400"],
+    );
 }
 
 /// The secure default: a loopback peer is refused with 403 (RFC 8656 §9), for ChannelBind and
