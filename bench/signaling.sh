@@ -14,7 +14,8 @@
 #
 # Env: CONNECTIONS (10000), PER_ROOM (5), PAIRS (50), RATE (2000), DURATION (20), RUNS (3),
 #      NOFILE (65536; falls back to the hard limit), ANCHOR_READ_BUFFER (4096),
-#      ANCHOR_WRITE_BUFFER (0), DEFAULT_BUFFER_ANCHOR (1).
+#      ANCHOR_WRITE_BUFFER (0), DEFAULT_BUFFER_ANCHOR (1), NICE (unset; e.g. -10 runs the servers
+#      and the load generator at that niceness, to shield them from other work on the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ NOFILE=${NOFILE:-65536}
 ANCHOR_READ_BUFFER=${ANCHOR_READ_BUFFER:-4096}
 ANCHOR_WRITE_BUFFER=${ANCHOR_WRITE_BUFFER:-0}
 DEFAULT_BUFFER_ANCHOR=${DEFAULT_BUFFER_ANCHOR:-1}
+prio=()
+if [[ -n ${NICE:-} ]]; then prio=(nice -n "$NICE"); fi
 
 cargo build --release -p switchboard -p switchboard-sigload >&2
 sb_bin=$PWD/target/release/switchboard
@@ -85,9 +88,9 @@ if (( per_pair > 50 )); then
   sb_flags+=(--messages-per-second $((per_pair * 2)) --message-burst $((per_pair * 4)))
 fi
 
-start switchboard "$sb_bin" serve --http 127.0.0.1:0 --log warn "${sb_flags[@]}"
+start switchboard "${prio[@]}" "$sb_bin" serve --http 127.0.0.1:0 --log warn "${sb_flags[@]}"
 sb_pid=$started_pid sb_url=ws://127.0.0.1:$started_port/ws
-start echo "$load_bin" echo-server --listen 127.0.0.1:0 \
+start echo "${prio[@]}" "$load_bin" echo-server --listen 127.0.0.1:0 \
   --read-buffer-bytes "$ANCHOR_READ_BUFFER" --write-buffer-bytes "$ANCHOR_WRITE_BUFFER"
 echo_pid=$started_pid echo_url=ws://127.0.0.1:$started_port/
 
@@ -99,7 +102,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 run_load() {
   echo "+ switchboard-sigload $*" >&2
   local line
-  line=$("$load_bin" "$@" 2>"$tmp/load.err") || { cat "$tmp/load.err" >&2; exit 1; }
+  line=$("${prio[@]}" "$load_bin" "$@" 2>"$tmp/load.err") || { cat "$tmp/load.err" >&2; exit 1; }
   [[ -s $tmp/load.err ]] && sed 's/^/  /' "$tmp/load.err" >&2
   echo "  $line" >&2
   printf '%s\n' "$line"
@@ -115,7 +118,7 @@ idle_echo=$(run_load idle --url "$echo_url" --connections "$CONNECTIONS" --pid "
   --mode echo)
 idle_default=""
 if [[ $DEFAULT_BUFFER_ANCHOR == 1 ]]; then
-  start echo-default "$load_bin" echo-server --listen 127.0.0.1:0
+  start echo-default "${prio[@]}" "$load_bin" echo-server --listen 127.0.0.1:0
   default_pid=$started_pid
   idle_default=$(run_load idle --url "ws://127.0.0.1:$started_port/" \
     --connections "$CONNECTIONS" --pid "$default_pid" --mode echo)
@@ -161,6 +164,7 @@ echo "Signaling benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(un
   "load average $load_before at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 echo "switchboard serve --http 127.0.0.1:0 ${sb_flags[*]}; ulimit -n $(ulimit -n);" \
   "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "niceness ${NICE:-0} (servers and load generator)"
 echo "echo anchor: echo-server --read-buffer-bytes $ANCHOR_READ_BUFFER --write-buffer-bytes $ANCHOR_WRITE_BUFFER"
 echo "idle: CONNECTIONS=$CONNECTIONS (rooms of $PER_ROOM); latency: PAIRS=$PAIRS RATE=$RATE/s" \
   "DURATION=${DURATION}s, median of RUNS=$RUNS"
