@@ -8,7 +8,7 @@ const POLITE_RESTART_DELAY_MS = 2_000;
 const RESPONDER_WAIT_MS = 3_000;
 // Generous: a relay-only connection waits for TURN allocations before its first candidate.
 const GATHER_STALL_MS = 8_000;
-const ICE_NEW_REBUILD_MS = 12_000;
+const ICE_NEW_REBUILD_MS = 15_000;
 const KINDS = ['audio', 'video'];
 
 /**
@@ -57,6 +57,7 @@ export class Mesh extends EventTarget {
     this.peers.set(id, peer);
     this.emit('peeradded', { peer });
     peer.start({ initiator });
+    this.tuneVideo();
     return peer;
   }
 
@@ -66,6 +67,15 @@ export class Mesh extends EventTarget {
     this.peers.delete(id);
     peer.close();
     this.emit('peerremoved', { peer, reason });
+    this.tuneVideo();
+  }
+
+  /**
+   * In a mesh we send one copy of our video per peer, so each copy gets
+   * smaller as the room grows: uplink and encoder load stay about flat.
+   */
+  tuneVideo() {
+    for (const peer of this.peers.values()) peer.tuneVideo(this.peers.size);
   }
 
   /**
@@ -216,6 +226,8 @@ class Peer {
     };
     pc.onsignalingstatechange = () => {
       this.armWatchdog();
+      // Encoding parameters can only be set once the sender is negotiated.
+      if (pc.signalingState === 'stable') this.tuneVideo(this.mesh.peers.size);
       this.changed();
     };
 
@@ -278,7 +290,7 @@ class Peer {
           && iceUfrag(pc.localDescription?.sdp) === ufrag) {
         this.enqueue(() => this.rebuild('ICE gathering stalled'));
       }
-    }, GATHER_STALL_MS);
+    }, this.backoff(GATHER_STALL_MS));
   }
 
   /**
@@ -294,7 +306,12 @@ class Peer {
       if (!this.closed && pc === this.pc && pc.iceConnectionState === 'new' && pc.signalingState === 'stable') {
         this.enqueue(() => this.rebuild('ICE never started'));
       }
-    }, this.polite ? ICE_NEW_REBUILD_MS * 1.5 : ICE_NEW_REBUILD_MS);
+    }, this.backoff(this.polite ? ICE_NEW_REBUILD_MS * 1.5 : ICE_NEW_REBUILD_MS));
+  }
+
+  /** Waits longer after each rebuild, so that an overloaded machine is not made busier. */
+  backoff(ms) {
+    return ms * 2 ** Math.min(this.rebuilds, 3);
   }
 
   /**
@@ -413,6 +430,24 @@ class Peer {
     this.pc.restartIce();
   }
 
+  /** Applies the video size and bitrate for a mesh with `n` other peers (see videoQuality). */
+  async tuneVideo(n) {
+    const sender = this.senders.video;
+    if (this.closed || !sender) return;
+    const params = sender.getParameters();
+    const enc = params.encodings?.[0];
+    if (!enc) return; // not negotiated yet; called again when stable
+    const q = videoQuality(n);
+    if (enc.scaleResolutionDownBy === q.scaleResolutionDownBy && enc.maxBitrate === q.maxBitrate
+        && enc.maxFramerate === q.maxFramerate) return;
+    Object.assign(enc, q);
+    try {
+      await sender.setParameters(params);
+    } catch (err) {
+      console.warn(`peer ${this.id}: could not set video parameters`, err);
+    }
+  }
+
   async setTrack(kind, track) {
     if (this.closed || !this.attached) return; // attach() picks up the current tracks
     let t = this.transceivers[kind];
@@ -469,6 +504,13 @@ class Peer {
     this.dropConnection();
     for (const t of this.stream.getTracks()) t.stop();
   }
+}
+
+/** Per-copy video settings for a mesh of `n` other peers (640x480 camera). */
+export function videoQuality(n) {
+  if (n <= 2) return { scaleResolutionDownBy: 1, maxBitrate: 1_200_000, maxFramerate: 30 };
+  if (n === 3) return { scaleResolutionDownBy: 1.5, maxBitrate: 600_000, maxFramerate: 24 };
+  return { scaleResolutionDownBy: 2, maxBitrate: 350_000, maxFramerate: 15 };
 }
 
 /** The ICE ufrag of an SDP (the first one; all m-sections share it under max-bundle). */
