@@ -26,8 +26,8 @@
 # (below 1 means Switchboard uses less CPU).
 #
 # Needs coturn (installed here with apt-get if missing) and python3 (the Binding and Allocate
-# loads). Env: RUNS (3), CLIENTS (10; Switchboard's default quota is 32 allocations per user and
-# uclient makes 2 per client, so at most 16), MESSAGES (3000), LENGTH (100), INTERVAL (0 ms),
+# loads). Env: RUNS (3), CLIENTS (10; uclient makes 2 allocations per client and Switchboard's
+# default quota is 128 per user), MESSAGES (3000), LENGTH (100), INTERVAL (0 ms),
 # MODES ("udp-channel udp-send tcp-channel"), FLOOD_SECONDS (5), FLOOD_WINDOW (32),
 # MAX_LOSS (2), RELAY_ATTEMPTS (3), STUN_SECONDS (5), WINDOW (16), ALLOC_SECONDS (5), IDLE_SECONDS (10),
 # SERVER_CPU (0), CLIENT_CPU (1), COTURN_RELAY_PORTS (20000-24999),
