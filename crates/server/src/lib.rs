@@ -159,7 +159,7 @@ impl Server {
         drop(hub_tx);
         hub_task.abort();
         if let Some(turn) = self.turn {
-            turn.handle.shutdown();
+            let _ = turn.handle.shutdown();
         }
         result
     }

@@ -191,9 +191,10 @@ impl TurnHandle {
         TurnStatsReader(self.stats.clone())
     }
 
-    /// Stops the thread and waits for it.
-    pub fn shutdown(mut self) {
+    /// Stops the thread, waits for it, and returns its final counters.
+    pub fn shutdown(mut self) -> TurnStats {
         self.stop_thread();
+        self.stats()
     }
 
     fn stop_thread(&mut self) {
@@ -396,6 +397,9 @@ impl EventLoop {
                     *shared = self.core.stats();
                 }
             }
+        }
+        if let Ok(mut shared) = self.stats.lock() {
+            *shared = self.core.stats();
         }
         debug!("TURN thread stopped");
     }

@@ -46,8 +46,7 @@ pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(crate::serve::shutdown_signal());
-    let stats = handle.stats();
-    handle.shutdown();
+    let stats = handle.shutdown();
     info!(
         allocations = stats.allocations_created,
         to_peers = stats.packets_to_peers,
