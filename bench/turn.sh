@@ -30,7 +30,7 @@
 # default quota is 128 per user), MESSAGES (3000), LENGTH (100), INTERVAL (0 ms),
 # MODES ("udp-channel udp-send tcp-channel"), FLOOD_SECONDS (5), FLOOD_WINDOW (32),
 # MAX_LOSS (2), RELAY_ATTEMPTS (3), STUN_SECONDS (5), WINDOW (16), ALLOC_SECONDS (5), IDLE_SECONDS (10),
-# SERVER_CPU (0), CLIENT_CPU (1), COTURN_RELAY_PORTS (20000-24999),
+# HOLD (1000 allocations held at once for the memory figure), SERVER_CPU (0), CLIENT_CPU (1), COTURN_RELAY_PORTS (20000-24999),
 # SWITCHBOARD_RELAY_PORTS (25000-29999), SWITCHBOARD_BIN (default: cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +48,7 @@ FLOOD_WINDOW=${FLOOD_WINDOW:-32}
 STUN_SECONDS=${STUN_SECONDS:-5}
 WINDOW=${WINDOW:-16}
 ALLOC_SECONDS=${ALLOC_SECONDS:-5}
+HOLD=${HOLD:-1000}
 IDLE_SECONDS=${IDLE_SECONDS:-10}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -180,7 +181,7 @@ def transact(s, txid):
             return kind, attrs
 
 
-def credentials(s, secret, transport):
+def credentials(s, secret, transport, name="bench"):
     """Allocate on socket s: 401 challenge, then REST credentials. Returns (auth attrs, key)."""
     txid = os.urandom(12)
     s.send(header(0x0003, len(transport), txid) + transport)
@@ -189,7 +190,7 @@ def credentials(s, secret, transport):
         raise RuntimeError(f"expected 401 with a NONCE, got {kind:#06x} {error(attrs)}")
     realm, nonce = attrs[0x0014], attrs[0x0015]
     # coturn-compatible REST credentials: EXPIRY:NAME, base64(HMAC-SHA1(secret, username)).
-    user = f"{int(time.time()) + 3600}:bench".encode()
+    user = f"{int(time.time()) + 3600}:{name}".encode()
     password = base64.b64encode(hmac.new(secret, user, hashlib.sha1).digest())
     key = hashlib.md5(user + b":" + realm + b":" + password).digest()
     auth = [attr(0x0006, user), attr(0x0014, realm), attr(0x0015, nonce)]
@@ -272,6 +273,43 @@ def allocate(src, port, seconds, secret):
     print(f"count={done} failures={failures}")
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def hold(src, port, count, secret, pid):
+    """COUNT allocations held at once: the server's RSS before and after, then all released."""
+    transport = attr(0x0019, b"\x11\0\0\0")
+    held = []
+    before = rss_kib(pid)
+    failures = 0
+    for i in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((src, 0))
+        s.settimeout(1.0)
+        s.connect((HOST, port))
+        try:
+            # A user of its own per allocation, so per-user quotas do not apply.
+            auth, key = credentials(s, secret, transport, f"hold{i}")
+            held.append((s, auth, key))
+        except (socket.timeout, RuntimeError, ValueError, KeyError):
+            failures += 1
+            s.close()
+    time.sleep(1.0)
+    after = rss_kib(pid)
+    for s, auth, key in held:
+        try:
+            request(s, 0x0004, [attr(0x000D, b"\0\0\0\0")], auth, key)
+        except (socket.timeout, RuntimeError):
+            pass
+        s.close()
+    print(f"count={len(held)} rss_before={before} rss_after={after} failures={failures}")
+
+
 def free_port(pair):
     """A port free for TCP and UDP (and port+1 for UDP when pair), below the relay ranges."""
     while True:
@@ -313,6 +351,8 @@ elif mode == "allocate":
 elif mode == "flood":
     flood(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]),
           sys.argv[7].encode())
+elif mode == "hold":
+    hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].encode(), int(sys.argv[6]))
 elif mode == "free-port":
     free_port(len(sys.argv) > 2)
 elif mode == "echoes":
@@ -469,6 +509,19 @@ for rep in $(seq "$RUNS"); do
   done
 done
 
+# Memory per allocation: HOLD allocations at once (each the client's own socket), server RSS
+# before and after.
+ulimit -n 8192 2>/dev/null || true
+for server in coturn switchboard; do
+  if [[ $server == coturn ]]; then pid=$coturn_pid port=$coturn_port; else pid=$switchboard_pid port=$switchboard_port; fi
+  line=$(timeout 300 taskset -c "$CLIENT_CPU" python3 "$tmp/stunload.py" hold 127.0.9.$((RANDOM % 200 + 2)) "$port" "$HOLD" "$SECRET" "$pid")
+  awk -v srv="$server" -v line="$line" 'BEGIN {
+    split(line, kv, /[ =]/); n = kv[2]; b = kv[4]; a = kv[6]
+    printf "hold-kib %s %.2f\n", srv, (a - b) / n
+    printf "  hold        %-11s %d allocations held, RSS %d -> %d KiB, %.2f KiB each\n", srv, n, b, a, (a - b) / n > "/dev/stderr"
+  }' >>"$results"
+done
+
 # Idle cost after the runs (uclient leaves one allocation per client behind on both servers).
 c0=$(cpu_ticks "$coturn_pid") s0=$(cpu_ticks "$switchboard_pid")
 sleep "$IDLE_SECONDS"
@@ -505,4 +558,5 @@ row "STUN Binding: server CPU µs per request" binding-us "%.2f"
 row "STUN Binding: requests/s" binding-rate "%.0f"
 row "Allocate+Refresh(0): server CPU µs per allocation" allocate-us "%.1f"
 row "Allocate+Refresh(0): allocations/s" allocate-rate "%.0f"
+row "memory per allocation ($HOLD held at once): server RSS KiB each" hold-kib "%.2f"
 row "idle after the runs: server CPU ms per second" idle-ms "%.1f" no-ratio
