@@ -46,6 +46,11 @@ pub(crate) struct Args {
     /// What the target is.
     #[arg(long, value_enum, default_value_t = Mode::Switchboard)]
     mode: Mode,
+
+    /// Also write every sample to this file, one `SENT_MS LATENCY_US` line each (milliseconds
+    /// since measuring started), to look at when the slow ones happened.
+    #[arg(long, value_name = "FILE")]
+    dump: Option<std::path::PathBuf>,
 }
 
 type Tx = SplitSink<Ws, Message>;
@@ -157,9 +162,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     stop_tx
         .send(true)
         .context("every receiver ended before the stop signal")?;
-    let mut samples = Vec::with_capacity(usize::try_from(sent).unwrap_or(0));
+    let mut timed = Vec::with_capacity(usize::try_from(sent).unwrap_or(0));
     for receiver in receivers {
-        samples.extend(receiver.await.context("a receiver task panicked")?);
+        timed.extend(receiver.await.context("a receiver task panicked")?);
     }
     for drain in drains {
         drain.await.context("a drain task panicked")?;
@@ -169,6 +174,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let _ = tx.send(Message::Close(None)).await;
     }
 
+    if let Some(path) = &args.dump {
+        dump(path, &mut timed, measure_from_nanos)?;
+    }
+    let mut samples: Vec<u64> = timed.iter().map(|&(_, latency)| latency).collect();
     samples.sort_unstable();
     let count = samples.len() as u64;
     println!(
@@ -289,15 +298,15 @@ fn signal(to: &str, lane: usize, sent_at: u64) -> String {
     .to_string()
 }
 
-/// Reads until stopped; returns the latencies, in nanoseconds, of messages sent at or after
-/// `measure_from`.
+/// Reads until stopped; returns the send times and latencies, in nanoseconds, of messages sent
+/// at or after `measure_from`.
 async fn receive_loop(
     mut rx: Rx,
     measure_from: u64,
     mut stop: watch::Receiver<bool>,
     received: Arc<AtomicU64>,
     errors: Arc<Tally>,
-) -> Vec<u64> {
+) -> Vec<(u64, u64)> {
     let mut samples = Vec::new();
     loop {
         let message = tokio::select! {
@@ -327,7 +336,7 @@ async fn receive_loop(
         };
         match sent_at(&value) {
             Some(sent_at) if sent_at >= measure_from => {
-                samples.push(now.saturating_sub(sent_at));
+                samples.push((sent_at, now.saturating_sub(sent_at)));
                 received.fetch_add(1, Ordering::Relaxed);
             }
             Some(_) => {}
@@ -375,6 +384,29 @@ fn sent_at(value: &Value) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Writes `(sent_at, latency)` samples in send order, times relative to `measure_from`.
+fn dump(
+    path: &std::path::Path,
+    samples: &mut [(u64, u64)],
+    measure_from: u64,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    samples.sort_unstable();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for &(sent_at, latency) in samples.iter() {
+        writeln!(
+            out,
+            "{:.3} {:.1}",
+            sent_at.saturating_sub(measure_from) as f64 / 1e6,
+            latency as f64 / 1e3
+        )?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Nearest-rank percentile of sorted nanosecond samples, in microseconds.
