@@ -145,7 +145,12 @@ impl Server {
             let _ = signal_hub.send(HubCommand::Shutdown).await;
             let _ = stopped_tx.send(());
         };
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(on_shutdown);
+        // Signaling frames are small and latency-bound: without TCP_NODELAY a frame after a
+        // server ping can wait for Nagle's algorithm (about 20 ms).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(on_shutdown);
         let result = tokio::select! {
             result = serve => result.map_err(ServeError::from),
             () = async {
