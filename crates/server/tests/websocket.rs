@@ -272,7 +272,8 @@ async fn a_flood_of_1000_messages_is_limited_then_closed_with_1008() {
         }
     };
     assert_eq!(code, 1008);
-    assert!((100..=200).contains(&pongs), "{pongs} pongs");
+    // The burst is 100 and the join took one token; refill during the flood adds a few more.
+    assert!((99..=200).contains(&pongs), "{pongs} pongs");
     assert!(rate_limited >= 1);
     assert_eq!(recv(&mut bystander).await["type"], "peer_left");
     send(&mut bystander, json!({"type": "ping", "id": 2})).await;
