@@ -1,0 +1,1 @@
+//! Transfer codes and the PAKE that authenticates both peers' DTLS fingerprints.

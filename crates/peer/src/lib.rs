@@ -1,0 +1,1 @@
+//! The native WebRTC peer: str0m driven over tokio sockets.

@@ -1,0 +1,1 @@
+//! File-transfer protocol over one reliable, ordered data channel.
