@@ -93,7 +93,7 @@ pub struct SignalTo {
     pub payload: SignalPayload,
 }
 
-/// What a `signal` carries: exactly one of `description` or `candidate`.
+/// What a `signal` carries: exactly one of `description`, `candidate` or `app`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SignalPayload {
     /// An SDP offer, answer, pranswer or rollback.
@@ -106,6 +106,10 @@ pub struct SignalPayload {
         skip_serializing_if = "Option::is_none"
     )]
     pub candidate: Option<Option<IceCandidate>>,
+    /// An application payload (a JSON object) the server relays without reading it, such as
+    /// the pairing messages of a file transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<serde_json::Value>,
 }
 
 fn present_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -366,8 +370,13 @@ fn classify_parse_error(text: &str, err: &serde_json::Error) -> FrameError {
 }
 
 fn check_signal_payload(payload: &SignalPayload) -> Result<(), FrameError> {
-    match (&payload.description, &payload.candidate) {
-        (Some(description), None) => match description.kind.as_str() {
+    match (&payload.description, &payload.candidate, &payload.app) {
+        (None, None, Some(app)) if app.is_object() => Ok(()),
+        (None, None, Some(_)) => Err(FrameError::new(
+            ErrorCode::BadSignal,
+            "app must be a JSON object",
+        )),
+        (Some(description), None, None) => match description.kind.as_str() {
             "offer" | "answer" | "pranswer" if !description.sdp.is_empty() => Ok(()),
             "rollback" => Ok(()),
             "offer" | "answer" | "pranswer" => Err(FrameError::new(
@@ -379,10 +388,10 @@ fn check_signal_payload(payload: &SignalPayload) -> Result<(), FrameError> {
                 "description.type must be offer, answer, pranswer or rollback",
             )),
         },
-        (None, Some(_)) => Ok(()),
+        (None, Some(_), None) => Ok(()),
         _ => Err(FrameError::new(
             ErrorCode::BadSignal,
-            "a signal carries exactly one of description and candidate",
+            "a signal carries exactly one of description, candidate and app",
         )),
     }
 }
@@ -390,6 +399,27 @@ fn check_signal_payload(payload: &SignalPayload) -> Result<(), FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_payloads_are_objects_relayed_as_they_are() {
+        let app = parse_client_frame(r#"{"type":"signal","to":"x","app":{"pake":"QUJD"}}"#);
+        match app {
+            Ok(ClientMessage::Signal(s)) => {
+                assert_eq!(s.payload.app, Some(serde_json::json!({"pake": "QUJD"})));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"type":"signal","to":"x","app":"text"}"#,
+            r#"{"type":"signal","to":"x","app":{},"candidate":null}"#,
+        ] {
+            assert_eq!(
+                parse_client_frame(bad).map_err(|e| e.code),
+                Err(ErrorCode::BadSignal),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn parses_every_client_message() {
@@ -452,6 +482,7 @@ mod tests {
             payload: SignalPayload {
                 description: None,
                 candidate: Some(None),
+                app: None,
             },
         });
         assert_eq!(
