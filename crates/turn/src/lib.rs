@@ -9,11 +9,16 @@
 //! What this crate is not: a socket loop. The `server` crate drives it over UDP, TCP and TLS.
 
 pub mod auth;
+pub mod client;
 pub mod policy;
 mod rate;
 mod server;
 
 pub use auth::{Credentials, NonceIssuer, rest_credentials, rest_password};
+pub use client::{
+    Client, ClientConfig, ClientCredentials, ClientError, ClientEvent, ClientStats, ClientTransmit,
+    Received, RequestFailure,
+};
 pub use policy::{Denied, PeerPolicy};
 pub use server::{
     Destination, Family, FiveTuple, RelayAllocator, Server, ServerConfig, Transmit, Transport,
