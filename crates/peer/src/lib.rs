@@ -1,1 +1,12 @@
-//! The native WebRTC peer: str0m driven over tokio sockets.
+//! The native WebRTC peer: str0m driven over tokio sockets, and a client for Switchboard's
+//! signaling.
+//!
+//! [`connection`] is the only module that touches the WebRTC engine; [`signaling`] speaks the
+//! protocol in `docs/protocol.md`.
+
+pub mod connection;
+pub mod signaling;
+
+pub use connection::{Connection, PeerEvent, PeerOptions};
+pub use signaling::{SignalEvent, Signaling};
+pub use str0m::channel::ChannelId;

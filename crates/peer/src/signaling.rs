@@ -1,0 +1,267 @@
+//! A signaling client for the native peer: protocol v1 over a WebSocket (`docs/protocol.md`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::debug;
+
+/// How often the client pings the server so idle connections stay open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Another peer in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RemotePeer {
+    /// Its peer id.
+    pub id: String,
+    /// Its display name.
+    pub name: String,
+}
+
+/// One entry of the ICE server list the server hands out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username, when the entry is a TURN server.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// What the server answered to `join`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Welcome {
+    /// Our peer id.
+    pub peer: String,
+    /// Everyone already in the room.
+    pub peers: Vec<RemotePeer>,
+    /// STUN/TURN servers to use.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Something the server told us after the welcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalEvent {
+    /// A peer joined the room.
+    PeerJoined(RemotePeer),
+    /// A peer left (or timed out).
+    PeerLeft(String),
+    /// A `signal` relayed from another peer: the whole message, `from` included.
+    Signal {
+        /// The sender's peer id.
+        from: String,
+        /// The relayed message (`description`, `candidate` or `app`).
+        message: Value,
+    },
+    /// The server reported an error.
+    Error {
+        /// The error code, e.g. `unknown_peer`.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The WebSocket closed.
+    Closed(String),
+}
+
+/// A joined signaling session. Events arrive through [`Signaling::recv`]; sending never blocks.
+#[derive(Debug)]
+pub struct Signaling {
+    outgoing: mpsc::UnboundedSender<String>,
+    incoming: mpsc::UnboundedReceiver<SignalEvent>,
+    /// The welcome the server sent.
+    pub welcome: Welcome,
+}
+
+/// Turns `http://host:port` (or `ws://...`) into the `/ws` endpoint URL.
+pub fn websocket_url(server: &str) -> Result<String> {
+    let server = server.trim_end_matches('/');
+    let rest = if let Some(rest) = server.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = server.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if server.starts_with("ws://") || server.starts_with("wss://") {
+        server.to_owned()
+    } else {
+        bail!("the server URL must start with http://, https://, ws:// or wss:// (got {server:?})");
+    };
+    if rest.ends_with("/ws") {
+        Ok(rest)
+    } else {
+        Ok(format!("{rest}/ws"))
+    }
+}
+
+impl Signaling {
+    /// Connects to `server` (an `http://` or `ws://` URL), joins `room` as `name` and waits for
+    /// the welcome.
+    pub async fn join(server: &str, room: &str, name: &str) -> Result<Signaling> {
+        let url = websocket_url(server)?;
+        if url.starts_with("wss://") {
+            bail!("wss:// signaling is not supported by this build yet; use http://");
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .with_context(|| format!("cannot reach the signaling server at {url}"))?;
+        let join = json!({"type": "join", "v": 1, "room": room, "name": name});
+        ws.send(Message::Text(join.to_string().into())).await?;
+        let welcome = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .map_err(|_| anyhow!("the signaling server did not answer the join within 10 s"))?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text)?;
+                    match value["type"].as_str() {
+                        Some("welcome") => break serde_json::from_value::<Welcome>(value)?,
+                        Some("error") => bail!(
+                            "the signaling server refused the join: {} ({})",
+                            value["message"].as_str().unwrap_or("no message"),
+                            value["code"].as_str().unwrap_or("no code")
+                        ),
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => bail!("the signaling server closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.into()),
+                None => bail!("the signaling server closed the connection"),
+            }
+        };
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        tokio::spawn(pump(ws, out_rx, in_tx));
+        Ok(Signaling {
+            outgoing: out_tx,
+            incoming: in_rx,
+            welcome,
+        })
+    }
+
+    /// Sends a `signal` to peer `to`; `payload` holds `description`, `candidate` or `app`.
+    pub fn signal(&self, to: &str, payload: Value) {
+        let mut message = json!({"type": "signal", "to": to});
+        if let (Some(target), Value::Object(fields)) = (message.as_object_mut(), payload) {
+            target.extend(fields);
+        }
+        let _ = self.outgoing.send(message.to_string());
+    }
+
+    /// Sends an application payload to peer `to`.
+    pub fn app(&self, to: &str, app: Value) {
+        self.signal(to, json!({ "app": app }));
+    }
+
+    /// The next event; `Closed` once the connection is gone.
+    pub async fn recv(&mut self) -> SignalEvent {
+        self.incoming
+            .recv()
+            .await
+            .unwrap_or_else(|| SignalEvent::Closed("signaling task ended".into()))
+    }
+
+    /// Leaves the room and closes the WebSocket.
+    pub fn leave(&self) {
+        let _ = self.outgoing.send(json!({"type": "leave"}).to_string());
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Moves frames between the WebSocket and the channels, and keeps the connection alive.
+async fn pump(
+    mut ws: Socket,
+    mut outgoing: mpsc::UnboundedReceiver<String>,
+    incoming: mpsc::UnboundedSender<SignalEvent>,
+) {
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    let reason = loop {
+        tokio::select! {
+            frame = outgoing.recv() => match frame {
+                Some(text) => {
+                    let leaving = text.contains(r#""type":"leave""#);
+                    if let Err(err) = ws.send(Message::Text(text.into())).await {
+                        break format!("send failed: {err}");
+                    }
+                    if leaving {
+                        let _ = ws.close(None).await;
+                        break "left".into();
+                    }
+                }
+                None => {
+                    let _ = ws.close(None).await;
+                    break "closed".into();
+                }
+            },
+            _ = keepalive.tick() => {
+                if ws.send(Message::Text(json!({"type": "ping"}).to_string().into())).await.is_err() {
+                    break "keepalive failed".into();
+                }
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(event) = parse_event(&text)
+                        && incoming.send(event).is_err()
+                    {
+                        break "closed".into();
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => break format!("server closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => break format!("connection lost: {err}"),
+                None => break "connection lost".into(),
+            },
+        }
+    };
+    debug!(%reason, "signaling closed");
+    let _ = incoming.send(SignalEvent::Closed(reason));
+}
+
+fn parse_event(text: &str) -> Option<SignalEvent> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    match value["type"].as_str()? {
+        "peer_joined" => serde_json::from_value(value["peer"].clone())
+            .ok()
+            .map(SignalEvent::PeerJoined),
+        "peer_left" => Some(SignalEvent::PeerLeft(value["peer"].as_str()?.to_owned())),
+        "signal" => Some(SignalEvent::Signal {
+            from: value["from"].as_str()?.to_owned(),
+            message: value,
+        }),
+        "error" => Some(SignalEvent::Error {
+            code: value["code"].as_str().unwrap_or_default().to_owned(),
+            message: value["message"].as_str().unwrap_or_default().to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_become_websocket_urls() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
+        assert_eq!(
+            websocket_url("https://example.org/").unwrap(),
+            "wss://example.org/ws"
+        );
+        assert_eq!(websocket_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
+        assert!(websocket_url("example.org").is_err());
+    }
+}
