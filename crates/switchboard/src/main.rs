@@ -1,6 +1,7 @@
 //! The `switchboard` command line.
 
 mod serve;
+mod share;
 mod turn_args;
 mod turn_cmd;
 
@@ -26,6 +27,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run only the STUN/TURN server.
     Turn(turn_cmd::TurnCmdArgs),
+    /// Send files and folders to another machine or a browser; prints a code to receive with.
+    Send(share::SendArgs),
+    /// Receive files with the code the sender shows.
+    Recv(share::RecvArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +39,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Turn(args) => turn_cmd::run(args),
+        Command::Send(args) => share::run_send(args),
+        Command::Recv(args) => share::run_recv(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
