@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
 
 /// Bytes the data channels may hold unacknowledged; with the round trip it bounds throughput.
-const MAX_BUFFERED: usize = 128 * 1024;
+const MAX_BUFFERED: usize = 1024 * 1024;
 /// Largest datagram we expect (the engine keeps packets below the path MTU).
 const RECV_BUFFER: usize = 2048;
 
@@ -124,7 +124,7 @@ impl Connection {
         let mut sockets = HashMap::new();
         let mut readers = Vec::new();
         for ip in host_addresses(options)? {
-            let socket = match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+            let socket = match bind_udp(SocketAddr::new(ip, 0)) {
                 Ok(socket) => Arc::new(socket),
                 Err(err) => {
                     debug!(%ip, %err, "skipping an address that cannot be bound");
@@ -359,6 +359,28 @@ impl Drop for Connection {
             reader.abort();
         }
     }
+}
+
+/// Socket buffers large enough that a burst of a full congestion window is not dropped by the
+/// kernel before the reader gets to it (the default 208 KiB drops packets at a few MB/s).
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds a non-blocking UDP socket with large buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 async fn read_socket(socket: Arc<UdpSocket>, local: SocketAddr, packets: mpsc::Sender<Packet>) {
