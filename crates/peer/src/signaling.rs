@@ -79,6 +79,9 @@ pub enum SignalEvent {
 pub struct Signaling {
     outgoing: mpsc::UnboundedSender<String>,
     incoming: mpsc::UnboundedReceiver<SignalEvent>,
+    /// Events put back to be received again, before anything newer.
+    held: std::collections::VecDeque<SignalEvent>,
+    pump: Option<tokio::task::JoinHandle<()>>,
     /// The welcome the server sent.
     pub welcome: Welcome,
 }
@@ -140,10 +143,12 @@ impl Signaling {
         };
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
-        tokio::spawn(pump(ws, out_rx, in_tx));
+        let pump = tokio::spawn(pump(ws, out_rx, in_tx));
         Ok(Signaling {
             outgoing: out_tx,
             incoming: in_rx,
+            held: std::collections::VecDeque::new(),
+            pump: Some(pump),
             welcome,
         })
     }
@@ -162,17 +167,33 @@ impl Signaling {
         self.signal(to, json!({ "app": app }));
     }
 
+    /// Puts events back, in order, to be received again before anything newer: for a caller
+    /// busy with one peer that must not lose another peer's messages.
+    pub fn put_back(&mut self, events: impl IntoIterator<Item = SignalEvent>) {
+        let mut events: Vec<_> = events.into_iter().collect();
+        while let Some(event) = events.pop() {
+            self.held.push_front(event);
+        }
+    }
+
     /// The next event; `Closed` once the connection is gone.
     pub async fn recv(&mut self) -> SignalEvent {
+        if let Some(event) = self.held.pop_front() {
+            return event;
+        }
         self.incoming
             .recv()
             .await
             .unwrap_or_else(|| SignalEvent::Closed("signaling task ended".into()))
     }
 
-    /// Leaves the room and closes the WebSocket.
-    pub fn leave(&self) {
+    /// Leaves the room and closes the WebSocket, after everything sent before has gone out
+    /// (waiting at most two seconds).
+    pub async fn leave(&mut self) {
         let _ = self.outgoing.send(json!({"type": "leave"}).to_string());
+        if let Some(pump) = self.pump.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
     }
 }
 

@@ -89,3 +89,12 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// Prints a line above a progress bar, or plainly when the bar is hidden (no terminal).
+pub(crate) fn say(bar: &indicatif::ProgressBar, line: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", line.as_ref());
+    } else {
+        bar.println(line.as_ref());
+    }
+}

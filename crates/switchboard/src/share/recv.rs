@@ -12,7 +12,7 @@ use transfer::{Manifest, Receiver, ReceiverEvent};
 use super::drive::Outbox;
 use super::send::bar_style;
 use super::session::{MeetError, meet, wait_for_peer};
-use super::{RecvArgs, human_bytes};
+use super::{RecvArgs, human_bytes, say};
 
 /// How long the receiver waits for a sender to appear in the room.
 const SENDER_WAIT: Duration = Duration::from_secs(60);
@@ -46,10 +46,13 @@ async fn recv(args: RecvArgs) -> Result<()> {
     let mut meeting = match meet(&mut signaling, &code, Role::Receiver, &peer, &options).await {
         Ok(meeting) => meeting,
         Err(MeetError::WrongCode) => {
-            signaling.leave();
+            signaling.leave().await;
             bail!("wrong code: the sender's code is different. Nothing was received.");
         }
-        Err(MeetError::Failed(err)) => return Err(err),
+        Err(MeetError::Failed(err)) => {
+            signaling.leave().await;
+            return Err(err);
+        }
     };
     let first_byte = started.elapsed();
     let conn = &mut meeting.conn;
@@ -86,7 +89,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
                 ReceiverEvent::FileVerified { path, .. } => {
                     let line = format!("  received {}", path.display());
                     match &bar {
-                        Some(bar) => bar.println(line),
+                        Some(bar) => say(bar, line),
                         None => eprintln!("{line}"),
                     }
                 }
@@ -114,7 +117,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
             }
             drain(conn, channel, &mut outbox).await;
             conn.close();
-            signaling.leave();
+            signaling.leave().await;
             if !receiver.is_complete() {
                 bail!("the transfer stopped; run the same command again to resume");
             }

@@ -11,7 +11,7 @@ use transfer::{Outgoing, Sender, SenderEvent};
 
 use super::drive::{LOW_WATER, Outbox};
 use super::session::{MeetError, Meeting, meet, wait_for_peer};
-use super::{SendArgs, human_bytes};
+use super::{SendArgs, human_bytes, say};
 
 /// How a connection attempt ended.
 enum Attempt {
@@ -61,7 +61,7 @@ async fn send(args: SendArgs) -> Result<()> {
         let mut meeting = match meet(&mut signaling, &code, Role::Sender, &peer, &options).await {
             Ok(meeting) => meeting,
             Err(MeetError::WrongCode) => {
-                signaling.leave();
+                signaling.leave().await;
                 bail!(
                     "a receiver used a wrong code, so this code is burned. Nothing was sent; \
                      run send again for a new code"
@@ -82,7 +82,7 @@ async fn send(args: SendArgs) -> Result<()> {
                     human_bytes((total as f64 / secs.max(0.001)) as u64)
                 );
                 meeting.conn.close();
-                signaling.leave();
+                signaling.leave().await;
                 return Ok(());
             }
             Attempt::Lost(reason) => {
@@ -114,18 +114,30 @@ pub(crate) fn bar_style(verb: &str) -> ProgressStyle {
 }
 
 /// Runs the protocol on one connection until the transfer completes or the connection drops.
+/// Signaling events that arrive meanwhile (a receiver that restarted) are put back for the next
+/// attempt.
 async fn transfer(
+    meeting: &mut Meeting,
+    sender: Sender,
+    signaling: &mut Signaling,
+) -> Result<Attempt> {
+    let mut held = Vec::new();
+    let result = drive(meeting, sender, signaling, &mut held).await;
+    signaling.put_back(held);
+    result
+}
+
+async fn drive(
     meeting: &mut Meeting,
     mut sender: Sender,
     signaling: &mut Signaling,
+    held: &mut Vec<SignalEvent>,
 ) -> Result<Attempt> {
     let Meeting { conn, channel, .. } = meeting;
     let channel = *channel;
     conn.set_buffered_low_threshold(channel, LOW_WATER);
     let bar = ProgressBar::new(sender.total_bytes()).with_style(bar_style("sending"));
     let mut outbox = Outbox::default();
-    // A new receiver in the room while this connection is down means it restarted.
-    let mut replacement_waiting = false;
     let mut signaling_open = true;
     loop {
         while let Some(message) = sender.poll_transmit() {
@@ -135,15 +147,18 @@ async fn transfer(
             match event {
                 SenderEvent::Accepted { resumed } => {
                     if resumed > 0 {
-                        eprintln!(
-                            "Resuming: the receiver already has {}.",
-                            human_bytes(resumed)
+                        say(
+                            &bar,
+                            format!(
+                                "Resuming: the receiver already has {}.",
+                                human_bytes(resumed)
+                            ),
                         );
                     }
                     bar.set_position(resumed);
                 }
                 SenderEvent::Acked { bytes, .. } => bar.set_position(bytes),
-                SenderEvent::FileVerified { path, .. } => bar.println(format!("  sent {path}")),
+                SenderEvent::FileVerified { path, .. } => say(&bar, format!("  sent {path}")),
                 SenderEvent::Complete => {
                     bar.finish_and_clear();
                     return Ok(Attempt::Complete);
@@ -175,6 +190,9 @@ async fn transfer(
                 }
             }
         }
+        let replacement_waiting = held
+            .iter()
+            .any(|e| matches!(e, SignalEvent::PeerJoined(p) if p.name == "receiver"));
         tokio::select! {
             event = conn.next_event() => match event {
                 PeerEvent::ChannelData(_, data) => {
@@ -202,19 +220,11 @@ async fn transfer(
                 _ => {}
             },
             event = signaling.recv(), if signaling_open => match event {
-                SignalEvent::PeerJoined(peer) if peer.name == "receiver" => {
-                    replacement_waiting = true;
-                    // Keep the join visible to `wait_for_peer` after this attempt.
-                    signaling.welcome.peers.push(peer);
-                }
-                SignalEvent::PeerLeft(id) => {
-                    signaling.welcome.peers.retain(|p| p.id != id);
-                }
                 SignalEvent::Closed(reason) => {
-                    bar.println(format!("signaling closed ({reason}); the transfer goes on"));
+                    say(&bar, format!("signaling closed ({reason}); the transfer goes on"));
                     signaling_open = false;
                 }
-                _ => {}
+                event => held.push(event),
             },
         }
     }

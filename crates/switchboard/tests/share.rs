@@ -1,0 +1,257 @@
+//! `switchboard send` / `recv` end to end: a real server, real processes, real files.
+//!
+//! Every test starts its own `serve` on 127.0.0.1:0 and uses its own code, so they run in
+//! parallel; child processes are killed on drop, panics included.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A child process whose output is collected in the background; killed on drop.
+struct Proc {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("SWITCHBOARD_LOG", "warn")
+            .env_remove("SWITCHBOARD_SERVER")
+            .env_remove("SWITCHBOARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Proc { child, output }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the exit, panicking with the output after `TIMEOUT`.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads take the last lines.
+                thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {TIMEOUT:?}; output:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for_output(&self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "never printed {needle:?}; output:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `switchboard serve` on a free port; returns it with its base URL.
+fn serve() -> (Proc, String) {
+    let server = Proc::spawn(&["serve", "--http", "127.0.0.1:0", "--turn", "127.0.0.1:0"]);
+    server.wait_for_output("listening on http://");
+    let output = server.output();
+    let url = output
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (server, url)
+}
+
+fn random_file(path: &Path, len: usize) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for byte in block.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let n = left.min(block.len());
+        file.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-share-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    dir
+}
+
+fn send(url: &str, code: &str, path: &Path) -> Proc {
+    let sender = Proc::spawn(&[
+        "send",
+        "--server",
+        url,
+        "--code",
+        code,
+        path.to_str().unwrap(),
+    ]);
+    sender.wait_for_output("Code: ");
+    sender
+}
+
+fn recv(url: &str, code: &str, out: &Path) -> Proc {
+    Proc::spawn(&[
+        "recv",
+        "--server",
+        url,
+        "--yes",
+        "--out",
+        out.to_str().unwrap(),
+        code,
+    ])
+}
+
+#[test]
+fn cli_to_cli_50_mb_random_file_arrives_intact() {
+    let (_server, url) = serve();
+    let dir = temp_dir("fifty");
+    let source = dir.join("random.bin");
+    random_file(&source, 50 * 1000 * 1000);
+    let mut sender = send(&url, "11-tiger-orbit", &source);
+    let mut receiver = recv(&url, "11-tiger-orbit", &dir.join("out"));
+    assert!(receiver.wait().success(), "{}", receiver.output());
+    assert!(sender.wait().success(), "{}", sender.output());
+    assert_eq!(sha256(&dir.join("out/random.bin")), sha256(&source));
+    assert!(!dir.join("out/random.bin.part").exists());
+    assert!(receiver.output().contains("Received 50.0 MB"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wrong_code_fails_on_both_sides_and_nothing_is_written() {
+    let (_server, url) = serve();
+    let dir = temp_dir("wrong");
+    let source = dir.join("secret.txt");
+    std::fs::write(&source, "not for you").unwrap();
+    let mut sender = send(&url, "12-tiger-orbit", &source);
+    // Same number (so the same room), different words.
+    let mut receiver = recv(&url, "12-tiger-apple", &dir.join("out"));
+    let status = receiver.wait();
+    assert!(!status.success());
+    assert!(
+        receiver.output().contains("wrong code"),
+        "{}",
+        receiver.output()
+    );
+    assert!(!sender.wait().success());
+    assert!(
+        sender.output().contains("wrong code"),
+        "{}",
+        sender.output()
+    );
+    assert_eq!(std::fs::read_dir(dir.join("out")).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_killed_receiver_resumes_from_its_offset() {
+    let (_server, url) = serve();
+    let dir = temp_dir("resume");
+    let source = dir.join("movie.bin");
+    random_file(&source, 40 * 1000 * 1000);
+    let mut sender = send(&url, "13-tiger-orbit", &source);
+    let part = dir.join("out/movie.bin.part");
+    let mut first = recv(&url, "13-tiger-orbit", &dir.join("out"));
+    let deadline = Instant::now() + TIMEOUT;
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 8_000_000 {
+        assert!(Instant::now() < deadline, "{}", first.output());
+        assert!(
+            first.child.try_wait().unwrap().is_none(),
+            "{}",
+            first.output()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    first.child.kill().unwrap(); // SIGKILL: no goodbye to anyone
+    first.wait();
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept >= 8_000_000 && kept < 40_000_000, "{kept}");
+
+    let mut second = recv(&url, "13-tiger-orbit", &dir.join("out"));
+    assert!(second.wait().success(), "{}", second.output());
+    assert!(sender.wait().success(), "{}", sender.output());
+    assert!(sender.output().contains("Resuming"), "{}", sender.output());
+    assert_eq!(sha256(&dir.join("out/movie.bin")), sha256(&source));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recv_refuses_a_code_that_is_not_a_code() {
+    let out = Command::new(BIN)
+        .args(["recv", "--server", "http://127.0.0.1:9", "7-tiger-orbitt"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean \"orbit\""), "{stderr}");
+}
