@@ -29,6 +29,143 @@ const RECV_BUFFER: usize = 2048;
 pub struct PeerOptions {
     /// Also offer loopback addresses (tests, and peers on the same machine).
     pub loopback: bool,
+    /// A TURN server to allocate a relayed candidate on.
+    pub relay: Option<RelayServer>,
+    /// Offer only the relayed candidate: every packet goes through the TURN server.
+    pub relay_only: bool,
+}
+
+/// A TURN server and the credentials for it (UDP transport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayServer {
+    /// The server's address.
+    pub server: SocketAddr,
+    /// TURN username.
+    pub username: String,
+    /// TURN password.
+    pub password: String,
+}
+
+/// How long allocating the relayed candidate may take.
+const ALLOCATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The TURN allocation behind our relayed candidate.
+struct Relay {
+    client: turn::Client,
+    socket: Arc<UdpSocket>,
+    /// The local address of `socket`, where the server's datagrams arrive.
+    local: SocketAddr,
+    /// The relayed transport address, our candidate.
+    relayed: SocketAddr,
+    buf: Vec<u8>,
+}
+
+impl Relay {
+    /// Sends what the client has queued (requests, refreshes) to the server.
+    fn flush(&mut self) {
+        while let Some(transmit) = self.client.poll_transmit() {
+            if let Err(err) = self
+                .socket
+                .try_send_to(&transmit.contents, transmit.destination)
+            {
+                debug!(%err, "TURN send failed");
+            }
+        }
+        while let Some(event) = self.client.poll_event() {
+            debug!(?event, "TURN");
+        }
+    }
+
+    /// Relays one datagram of ours to `peer`, binding a channel to it on first use.
+    fn send(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
+        if self.client.channel(peer).is_none()
+            && let Err(err) = self.client.bind_channel(peer, now)
+        {
+            debug!(%peer, %err, "cannot bind a TURN channel");
+            return;
+        }
+        self.buf.clear();
+        match self.client.send_to(peer, data, &mut self.buf) {
+            Ok(()) => {
+                if let Err(err) = self.socket.try_send_to(&self.buf, self.client.server()) {
+                    trace!(%err, "TURN send failed");
+                }
+            }
+            Err(err) => trace!(%peer, %err, "not relayed"),
+        }
+        self.flush();
+    }
+
+    /// Allocates on `server`, reading the answers from `packets`.
+    async fn allocate(
+        server: &RelayServer,
+        packets: &mut mpsc::Receiver<Packet>,
+        sockets: &mut Vec<JoinHandle<()>>,
+        tx: &mpsc::Sender<Packet>,
+    ) -> Result<Relay> {
+        let unspecified: IpAddr = if server.server.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let socket = Arc::new(bind_udp(SocketAddr::new(unspecified, 0))?);
+        let local = socket.local_addr()?;
+        sockets.push(tokio::spawn(read_socket(socket.clone(), local, tx.clone())));
+        let credentials =
+            turn::ClientCredentials::new(server.username.clone(), server.password.clone());
+        let mut relay = Relay {
+            client: turn::Client::new(server.server, credentials),
+            socket,
+            local,
+            relayed: local,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        };
+        relay
+            .client
+            .allocate(Instant::now())
+            .map_err(|err| anyhow!("TURN: {err}"))?;
+        let deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
+        loop {
+            while let Some(transmit) = relay.client.poll_transmit() {
+                relay
+                    .socket
+                    .send_to(&transmit.contents, transmit.destination)
+                    .await?;
+            }
+            while let Some(event) = relay.client.poll_event() {
+                match event {
+                    turn::ClientEvent::Allocated { relayed, .. } => {
+                        relay.relayed = relayed;
+                        return Ok(relay);
+                    }
+                    turn::ClientEvent::AllocationFailed(failure) => {
+                        bail!("the TURN server refused the allocation: {failure:?}")
+                    }
+                    other => debug!(?other, "TURN"),
+                }
+            }
+            let wake = relay
+                .client
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or(deadline)
+                .min(deadline);
+            tokio::select! {
+                packet = packets.recv() => {
+                    let packet = packet.ok_or_else(|| anyhow!("the sockets closed"))?;
+                    if packet.destination == relay.local {
+                        let _ = relay.client.handle_input(packet.source, &packet.data, Instant::now());
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        bail!("the TURN server at {} did not answer", server.server);
+                    }
+                    relay.client.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
 }
 
 /// What the connection reports to the application.
@@ -63,6 +200,7 @@ pub struct Connection {
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     packets: mpsc::Receiver<Packet>,
     readers: Vec<JoinHandle<()>>,
+    relay: Option<Relay>,
     pending_offer: Option<SdpPendingOffer>,
     remote_set: bool,
     early_candidates: Vec<Candidate>,
@@ -123,7 +261,12 @@ impl Connection {
         let (tx, rx) = mpsc::channel(4096);
         let mut sockets = HashMap::new();
         let mut readers = Vec::new();
-        for ip in host_addresses(options)? {
+        let hosts = if options.relay_only {
+            Vec::new()
+        } else {
+            host_addresses(options)?
+        };
+        for ip in hosts {
             let socket = match bind_udp(SocketAddr::new(ip, 0)) {
                 Ok(socket) => Arc::new(socket),
                 Err(err) => {
@@ -143,14 +286,34 @@ impl Connection {
             readers.push(tokio::spawn(read_socket(socket.clone(), local, tx.clone())));
             sockets.insert(local, socket);
         }
-        if sockets.is_empty() {
+        let mut packets = rx;
+        let relay = match &options.relay {
+            Some(server) => match Relay::allocate(server, &mut packets, &mut readers, &tx).await {
+                Ok(relay) => {
+                    let candidate = Candidate::relayed(relay.relayed, relay.local, "udp")
+                        .map_err(|err| anyhow!("relayed candidate: {err}"))?;
+                    rtc.add_local_candidate(candidate);
+                    debug!(relayed = %relay.relayed, "relayed candidate");
+                    Some(relay)
+                }
+                Err(err) if options.relay_only => return Err(err),
+                Err(err) => {
+                    warn!("no relayed candidate: {err:#}");
+                    None
+                }
+            },
+            None if options.relay_only => bail!("relay-only needs a TURN server"),
+            None => None,
+        };
+        if sockets.is_empty() && relay.is_none() {
             bail!("no network address to connect from (try the loopback option on one machine)");
         }
         Ok(Connection {
             rtc,
             sockets,
-            packets: rx,
+            packets,
             readers,
+            relay,
             pending_offer: None,
             remote_set: false,
             early_candidates: Vec::new(),
@@ -204,6 +367,16 @@ impl Connection {
         for candidate in std::mem::take(&mut self.early_candidates) {
             self.rtc.add_remote_candidate(candidate);
         }
+        self.tick();
+    }
+
+    /// Gives the engine the current time. Its ICE agent schedules nothing before its first
+    /// timeout, so without this a peer that receives nothing (relay-only, before the other side's
+    /// permission exists) would never start its checks.
+    fn tick(&mut self) {
+        if let Err(err) = guarded(|| self.rtc.handle_input(Input::Timeout(Instant::now()))) {
+            self.closed = Some(err.to_string());
+        }
     }
 
     /// Adds a trickled remote candidate (`candidate:...`); ones the engine cannot use (mDNS
@@ -211,7 +384,10 @@ impl Connection {
     pub fn add_remote_candidate(&mut self, candidate: &str) {
         let text = candidate.strip_prefix("a=").unwrap_or(candidate);
         match Candidate::from_sdp_string(text) {
-            Ok(candidate) if self.remote_set => self.rtc.add_remote_candidate(candidate),
+            Ok(candidate) if self.remote_set => {
+                self.rtc.add_remote_candidate(candidate);
+                self.tick();
+            }
             Ok(candidate) => self.early_candidates.push(candidate),
             Err(err) => debug!(%candidate, %err, "skipping a remote candidate"),
         }
@@ -248,6 +424,10 @@ impl Connection {
     /// Closes the connection; the next [`Connection::next_event`] returns `Closed`.
     pub fn close(&mut self) {
         self.rtc.disconnect();
+        if let Some(relay) = &mut self.relay {
+            let _ = relay.client.deallocate(Instant::now());
+            relay.flush();
+        }
         if self.closed.is_none() {
             self.closed = Some("closed".into());
         }
@@ -281,6 +461,10 @@ impl Connection {
                     continue;
                 }
             };
+            let deadline = match self.relay.as_ref().and_then(|r| r.client.poll_timeout()) {
+                Some(relay_deadline) => deadline.min(relay_deadline),
+                None => deadline,
+            };
             let input = tokio::select! {
                 packet = self.packets.recv() => match packet {
                     Some(packet) => Some(packet),
@@ -293,7 +477,14 @@ impl Connection {
             };
             let result = match input {
                 Some(packet) => self.receive(packet),
-                None => guarded(|| self.rtc.handle_input(Input::Timeout(Instant::now()))),
+                None => {
+                    let now = Instant::now();
+                    if let Some(relay) = &mut self.relay {
+                        relay.client.handle_timeout(now);
+                        relay.flush();
+                    }
+                    guarded(|| self.rtc.handle_input(Input::Timeout(now)))
+                }
             };
             if let Err(err) = result {
                 self.closed = Some(err.to_string());
@@ -302,6 +493,32 @@ impl Connection {
     }
 
     fn receive(&mut self, packet: Packet) -> Result<()> {
+        if let Some(relay) = &mut self.relay
+            && packet.destination == relay.local
+        {
+            let Some(received) =
+                relay
+                    .client
+                    .handle_input(packet.source, &packet.data, Instant::now())
+            else {
+                relay.flush();
+                return Ok(());
+            };
+            let (peer, relayed) = (received.peer, relay.relayed);
+            let Ok(contents) = received.data.try_into() else {
+                return Ok(());
+            };
+            let input = Input::Receive(
+                packet.at,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: peer,
+                    destination: relayed,
+                    contents,
+                },
+            );
+            return guarded(|| self.rtc.handle_input(input));
+        }
         let Ok(contents) = packet.data.as_slice().try_into() else {
             trace!(source = %packet.source, "dropping a datagram the engine does not take");
             return Ok(());
@@ -319,6 +536,12 @@ impl Connection {
     }
 
     async fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if let Some(relay) = &mut self.relay
+            && source == relay.relayed
+        {
+            relay.send(destination, data, Instant::now());
+            return;
+        }
         let Some(socket) = self.sockets.get(&source) else {
             warn!(%source, "the engine sent from an address we do not own");
             return;

@@ -37,6 +37,45 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+impl IceServer {
+    /// The first plain `turn:` URL over UDP as a [`RelayServer`](crate::RelayServer), resolving
+    /// its host name. `turns:` and TCP transports are skipped: the native peer relays over UDP.
+    pub async fn relay_server(servers: &[IceServer]) -> Option<crate::RelayServer> {
+        for server in servers {
+            let (Some(username), Some(password)) = (&server.username, &server.credential) else {
+                continue;
+            };
+            for url in &server.urls {
+                let Some(rest) = url.strip_prefix("turn:") else {
+                    continue;
+                };
+                let (host_port, query) = rest.split_once('?').unwrap_or((rest, ""));
+                if !query.is_empty() && query != "transport=udp" {
+                    continue;
+                }
+                // `host`, `[v6]` and a bare IPv6 address carry no port: TURN's default is 3478.
+                let has_port = host_port.parse::<std::net::SocketAddr>().is_ok()
+                    || (!host_port.ends_with(']') && host_port.matches(':').count() == 1);
+                let host_port = if has_port {
+                    host_port.to_owned()
+                } else {
+                    format!("{host_port}:3478")
+                };
+                if let Ok(mut addresses) = tokio::net::lookup_host(host_port.as_str()).await
+                    && let Some(server) = addresses.next()
+                {
+                    return Some(crate::RelayServer {
+                        server,
+                        username: username.clone(),
+                        password: password.clone(),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
 /// What the server answered to `join`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Welcome {
@@ -284,5 +323,35 @@ mod tests {
         );
         assert_eq!(websocket_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert!(websocket_url("example.org").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_first_udp_turn_url_is_the_relay() {
+        let servers = vec![
+            IceServer {
+                urls: vec!["stun:127.0.0.1:3478".into()],
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                urls: vec![
+                    "turns:127.0.0.1:5349".into(),
+                    "turn:127.0.0.1:4000?transport=tcp".into(),
+                    "turn:127.0.0.1:4001?transport=udp".into(),
+                ],
+                username: Some("1767225600:ab".into()),
+                credential: Some("pw".into()),
+            },
+        ];
+        let relay = IceServer::relay_server(&servers).await.unwrap();
+        assert_eq!(relay.server, "127.0.0.1:4001".parse().unwrap());
+        assert_eq!(relay.username, "1767225600:ab");
+        let bare = vec![IceServer {
+            urls: vec!["turn:127.0.0.1".into()],
+            username: Some("u".into()),
+            credential: Some("p".into()),
+        }];
+        let relay = IceServer::relay_server(&bare).await.unwrap();
+        assert_eq!(relay.server.port(), 3478);
     }
 }

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use peer::{Connection, PeerEvent, PeerOptions};
 
 fn loopback() -> PeerOptions {
-    PeerOptions { loopback: true }
+    PeerOptions {
+        loopback: true,
+        ..PeerOptions::default()
+    }
 }
 
 const TOTAL: usize = 8 * 1024 * 1024;

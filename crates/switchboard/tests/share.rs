@@ -255,3 +255,193 @@ fn recv_refuses_a_code_that_is_not_a_code() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did you mean \"orbit\""), "{stderr}");
 }
+
+#[test]
+fn relay_only_transfer_goes_through_our_turn_server() {
+    let server = Proc::spawn(&[
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--turn",
+        "127.0.0.1:0",
+        // Both relayed addresses are on 127.0.0.1, which the peer policy refuses by default.
+        "--dangerous-allow-loopback-peers",
+    ]);
+    server.wait_for_output("listening on http://");
+    let url = server
+        .output()
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1).map(|u| u.trim().to_owned()))
+        .unwrap();
+    let dir = temp_dir("relay");
+    let source = dir.join("relayed.bin");
+    random_file(&source, 5 * 1000 * 1000);
+    let sender = Proc::spawn(&[
+        "send",
+        "--relay",
+        "--server",
+        &url,
+        "--code",
+        "15-tiger-orbit",
+        source.to_str().unwrap(),
+    ]);
+    sender.wait_for_output("Code: ");
+    let mut sender = sender;
+    let mut receiver = Proc::spawn(&[
+        "recv",
+        "--relay",
+        "--server",
+        &url,
+        "--yes",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+        "15-tiger-orbit",
+    ]);
+    assert!(receiver.wait().success(), "{}", receiver.output());
+    assert!(sender.wait().success(), "{}", sender.output());
+    assert_eq!(sha256(&dir.join("out/relayed.bin")), sha256(&source));
+    // Every byte crossed the relay: at least one relayed datagram per 1,200 bytes each way.
+    let health = http_get(&url, "/healthz");
+    let relayed: u64 = health
+        .lines()
+        .find_map(|l| l.strip_prefix("turn_packets_to_peers "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(relayed > 5_000_000 / 1_200, "{health}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plain HTTP/1.1 GET; returns the body.
+fn http_get(base: &str, path: &str) -> String {
+    let authority = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// A sender that pairs correctly and then offers `path`: the receiver must refuse the offer and
+/// write nothing, inside or outside its folder.
+async fn offer_hostile_name(code: &str, path: &str) -> (String, String) {
+    use pairing::{Code, Pairing, Role, Step};
+    use peer::{Connection, PeerEvent, PeerOptions, SignalEvent, Signaling};
+    use serde_json::json;
+
+    let (_server, url) = serve();
+    let dir = temp_dir(&format!("hostile-{}", code.split('-').next().unwrap()));
+    let code = Code::parse(code).unwrap();
+    let mut signaling = Signaling::join(&url, &code.room(), "sender").await.unwrap();
+    let mut receiver = recv(&url, &code.to_string(), &dir.join("out"));
+    let peer = loop {
+        if let SignalEvent::PeerJoined(p) = signaling.recv().await {
+            break p.id;
+        }
+    };
+    let options = PeerOptions {
+        loopback: true,
+        ..PeerOptions::default()
+    };
+    let mut conn = Connection::new(&options).await.unwrap();
+    let (mut pairing, first) =
+        Pairing::start(&code, Role::Sender, &conn.local_fingerprint()).unwrap();
+    signaling.app(&peer, first);
+    loop {
+        if let SignalEvent::Signal { message, .. } = signaling.recv().await {
+            match pairing.handle(&message["app"]).unwrap() {
+                Step::Send(messages) => messages.into_iter().for_each(|m| signaling.app(&peer, m)),
+                Step::Verified { .. } => break,
+            }
+        }
+    }
+    let offer = conn.offer_with_channel("switchboard-transfer").unwrap();
+    signaling.signal(
+        &peer,
+        json!({"description": {"type": "offer", "sdp": offer}}),
+    );
+    let channel = loop {
+        tokio::select! {
+            event = signaling.recv() => {
+                if let SignalEvent::Signal { message, .. } = event
+                    && message["description"]["type"] == "answer"
+                {
+                    conn.accept_answer(message["description"]["sdp"].as_str().unwrap()).unwrap();
+                }
+            }
+            event = conn.next_event() => match event {
+                PeerEvent::ChannelOpen(id, _) => break id,
+                PeerEvent::Closed(reason) => panic!("{reason}"),
+                _ => {}
+            },
+        }
+    };
+    let manifest = json!({"v": 1, "files": [
+        {"path": "fine.txt", "size": 5,
+         "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},
+        {"path": path, "size": 5,
+         "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},
+    ]});
+    let mut message = vec![0x01];
+    message.extend_from_slice(manifest.to_string().as_bytes());
+    assert!(conn.write(channel, &message).unwrap());
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(30), conn.next_event())
+            .await
+            .unwrap()
+        {
+            PeerEvent::ChannelData(_, data) if data.first() == Some(&0x06) => {
+                break String::from_utf8_lossy(&data[1..]).into_owned();
+            }
+            PeerEvent::Closed(reason) => break format!("closed: {reason}"),
+            _ => {}
+        }
+    };
+    let status = tokio::task::spawn_blocking(move || {
+        let status = receiver.wait();
+        (status, receiver.output())
+    })
+    .await
+    .unwrap();
+    assert!(!status.0.success(), "{}", status.1);
+    let written: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        written,
+        vec![std::ffi::OsString::from("out")],
+        "{}",
+        status.1
+    );
+    assert_eq!(std::fs::read_dir(dir.join("out")).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    (reason, status.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_climbing_out_of_the_folder_is_refused() {
+    let (reason, output) = offer_hostile_name("16-tiger-orbit", "../escape.txt").await;
+    assert!(
+        reason.contains("refused") || reason.contains("name"),
+        "{reason}"
+    );
+    assert!(output.contains("escape.txt"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_with_an_absolute_path_is_refused() {
+    let target = std::env::temp_dir().join("switchboard-absolute-target.txt");
+    let _ = std::fs::remove_file(&target);
+    let (reason, _) = offer_hostile_name("17-tiger-orbit", target.to_str().unwrap()).await;
+    assert!(!reason.is_empty());
+    assert!(!target.exists());
+}

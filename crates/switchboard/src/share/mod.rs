@@ -24,6 +24,9 @@ pub(crate) struct ServerArgs {
     /// pass through it).
     #[arg(long, env = "SWITCHBOARD_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     pub(crate) server: String,
+    /// Connect only through the server's TURN relay (as when no direct path exists).
+    #[arg(long)]
+    pub(crate) relay: bool,
 }
 
 impl ServerArgs {
@@ -39,7 +42,11 @@ impl ServerArgs {
             .next()
             .unwrap_or_default();
         let loopback = host == "localhost" || host.starts_with("127.") || host == "[";
-        PeerOptions { loopback }
+        PeerOptions {
+            loopback,
+            relay: None,
+            relay_only: self.relay,
+        }
     }
 }
 

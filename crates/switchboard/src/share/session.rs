@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use pairing::{Code, Pairing, PairingError, Role, Step};
-use peer::{ChannelId, Connection, PeerEvent, PeerOptions, SignalEvent, Signaling};
+use peer::{ChannelId, Connection, IceServer, PeerEvent, PeerOptions, SignalEvent, Signaling};
 use serde_json::{Value, json};
 use tracing::debug;
 
@@ -83,7 +83,9 @@ async fn meet_inner(
     peer: &str,
     options: &PeerOptions,
 ) -> Result<Meeting, MeetError> {
-    let mut conn = Connection::new(options).await?;
+    let mut options = options.clone();
+    options.relay = IceServer::relay_server(&signaling.welcome.ice_servers).await;
+    let mut conn = Connection::new(&options).await?;
     let local_fingerprint = conn.local_fingerprint();
     let (mut pairing, first) =
         Pairing::start(code, role, &local_fingerprint).map_err(|err| anyhow!("pairing: {err}"))?;
