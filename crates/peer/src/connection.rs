@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -15,14 +14,19 @@ use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
 
-/// Bytes the data channels may hold unacknowledged; with the round trip it bounds throughput.
-const MAX_BUFFERED: usize = 1024 * 1024;
+/// Bytes the data channels may hold unacknowledged; with the round trip it bounds throughput
+/// (256 KiB over 50 ms is about 5 MB/s). It is not larger because the SCTP stack walks every
+/// chunk in flight on each poll: on loopback 128 KiB moves about 32 MB/s, 256 KiB about 25 and
+/// 1 MiB about 12 (BENCHMARKS.md).
+const MAX_BUFFERED: usize = 256 * 1024;
 /// Largest datagram we expect (the engine keeps packets below the path MTU).
 const RECV_BUFFER: usize = 2048;
+/// Datagrams handed to the engine before its output is drained again: fewer polls per
+/// datagram, and the receiver sends one SACK per batch. The DTLS layer refuses more than 30
+/// queued records ("receive queue full").
+const RECV_BATCH: usize = 16;
 
 /// Where the peer looks for local candidates.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +56,7 @@ const ALLOCATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The TURN allocation behind our relayed candidate.
 struct Relay {
     client: turn::Client,
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
     /// The local address of `socket`, where the server's datagrams arrive.
     local: SocketAddr,
     /// The relayed transport address, our candidate.
@@ -96,21 +100,15 @@ impl Relay {
         self.flush();
     }
 
-    /// Allocates on `server`, reading the answers from `packets`.
-    async fn allocate(
-        server: &RelayServer,
-        packets: &mut mpsc::Receiver<Packet>,
-        sockets: &mut Vec<JoinHandle<()>>,
-        tx: &mpsc::Sender<Packet>,
-    ) -> Result<Relay> {
+    /// Allocates on `server`.
+    async fn allocate(server: &RelayServer) -> Result<Relay> {
         let unspecified: IpAddr = if server.server.is_ipv4() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
         } else {
             std::net::Ipv6Addr::UNSPECIFIED.into()
         };
-        let socket = Arc::new(bind_udp(SocketAddr::new(unspecified, 0))?);
+        let socket = bind_udp(SocketAddr::new(unspecified, 0))?;
         let local = socket.local_addr()?;
-        sockets.push(tokio::spawn(read_socket(socket.clone(), local, tx.clone())));
         let credentials =
             turn::ClientCredentials::new(server.username.clone(), server.password.clone());
         let mut relay = Relay {
@@ -125,6 +123,7 @@ impl Relay {
             .allocate(Instant::now())
             .map_err(|err| anyhow!("TURN: {err}"))?;
         let deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
+        let mut buffer = vec![0u8; RECV_BUFFER];
         loop {
             while let Some(transmit) = relay.client.poll_transmit() {
                 relay
@@ -151,10 +150,9 @@ impl Relay {
                 .unwrap_or(deadline)
                 .min(deadline);
             tokio::select! {
-                packet = packets.recv() => {
-                    let packet = packet.ok_or_else(|| anyhow!("the sockets closed"))?;
-                    if packet.destination == relay.local {
-                        let _ = relay.client.handle_input(packet.source, &packet.data, Instant::now());
+                received = relay.socket.recv_from(&mut buffer) => {
+                    if let Ok((len, source)) = received {
+                        let _ = relay.client.handle_input(source, &buffer[..len], Instant::now());
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -187,19 +185,11 @@ pub enum PeerEvent {
     Closed(String),
 }
 
-struct Packet {
-    at: Instant,
-    source: SocketAddr,
-    destination: SocketAddr,
-    data: Vec<u8>,
-}
-
 /// A peer connection and the sockets it owns.
 pub struct Connection {
     rtc: Rtc,
-    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
-    packets: mpsc::Receiver<Packet>,
-    readers: Vec<JoinHandle<()>>,
+    sockets: HashMap<SocketAddr, UdpSocket>,
+    buffer: Vec<u8>,
     relay: Option<Relay>,
     pending_offer: Option<SdpPendingOffer>,
     remote_set: bool,
@@ -258,9 +248,7 @@ impl Connection {
     pub async fn new(options: &PeerOptions) -> Result<Connection> {
         let rtc_config = RtcConfig::new().set_sctp_max_buffered_amount(MAX_BUFFERED);
         let mut rtc = rtc_config.build(Instant::now());
-        let (tx, rx) = mpsc::channel(4096);
         let mut sockets = HashMap::new();
-        let mut readers = Vec::new();
         let hosts = if options.relay_only {
             Vec::new()
         } else {
@@ -268,7 +256,7 @@ impl Connection {
         };
         for ip in hosts {
             let socket = match bind_udp(SocketAddr::new(ip, 0)) {
-                Ok(socket) => Arc::new(socket),
+                Ok(socket) => socket,
                 Err(err) => {
                     debug!(%ip, %err, "skipping an address that cannot be bound");
                     continue;
@@ -283,12 +271,10 @@ impl Connection {
                 }
             };
             rtc.add_local_candidate(candidate);
-            readers.push(tokio::spawn(read_socket(socket.clone(), local, tx.clone())));
             sockets.insert(local, socket);
         }
-        let mut packets = rx;
         let relay = match &options.relay {
-            Some(server) => match Relay::allocate(server, &mut packets, &mut readers, &tx).await {
+            Some(server) => match Relay::allocate(server).await {
                 Ok(relay) => {
                     let candidate = Candidate::relayed(relay.relayed, relay.local, "udp")
                         .map_err(|err| anyhow!("relayed candidate: {err}"))?;
@@ -311,8 +297,7 @@ impl Connection {
         Ok(Connection {
             rtc,
             sockets,
-            packets,
-            readers,
+            buffer: vec![0; RECV_BUFFER],
             relay,
             pending_offer: None,
             remote_set: false,
@@ -465,74 +450,116 @@ impl Connection {
                 Some(relay_deadline) => deadline.min(relay_deadline),
                 None => deadline,
             };
-            let input = tokio::select! {
-                packet = self.packets.recv() => match packet {
-                    Some(packet) => Some(packet),
-                    None => {
-                        self.closed = Some("the sockets closed".into());
-                        continue;
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => None,
-            };
-            let result = match input {
-                Some(packet) => self.receive(packet),
-                None => {
-                    let now = Instant::now();
-                    if let Some(relay) = &mut self.relay {
-                        relay.client.handle_timeout(now);
-                        relay.flush();
-                    }
-                    guarded(|| self.rtc.handle_input(Input::Timeout(now)))
+            // The sockets are read here rather than by tasks of their own: a channel hop per
+            // datagram costs a cross-thread wakeup, and one datagram per poll makes the
+            // receiver acknowledge every other packet.
+            let mut progressed = false;
+            if deadline <= Instant::now() {
+                let now = Instant::now();
+                if let Some(relay) = &mut self.relay {
+                    relay.client.handle_timeout(now);
+                    relay.flush();
                 }
-            };
-            if let Err(err) = result {
-                self.closed = Some(err.to_string());
+                if let Err(err) = guarded(|| self.rtc.handle_input(Input::Timeout(now))) {
+                    self.closed = Some(err.to_string());
+                    continue;
+                }
+                progressed = true;
+            }
+            match self.receive_ready() {
+                Ok(read) => progressed |= read > 0,
+                Err(err) => {
+                    self.closed = Some(err.to_string());
+                    continue;
+                }
+            }
+            if progressed {
+                // Nothing above awaits while datagrams keep coming: let the runtime run other
+                // tasks (and cancel this one) now and then.
+                tokio::task::coop::consume_budget().await;
+            } else {
+                tokio::select! {
+                    _ = readable(&self.sockets, self.relay.as_ref().map(|r| &r.socket)) => {}
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
             }
         }
     }
 
-    fn receive(&mut self, packet: Packet) -> Result<()> {
-        if let Some(relay) = &mut self.relay
-            && packet.destination == relay.local
-        {
-            let Some(received) =
-                relay
-                    .client
-                    .handle_input(packet.source, &packet.data, Instant::now())
-            else {
-                relay.flush();
-                return Ok(());
-            };
-            let (peer, relayed) = (received.peer, relay.relayed);
-            let Ok(contents) = received.data.try_into() else {
-                return Ok(());
-            };
-            let input = Input::Receive(
-                packet.at,
-                Receive {
-                    proto: Protocol::Udp,
-                    source: peer,
-                    destination: relayed,
-                    contents,
-                },
-            );
-            return guarded(|| self.rtc.handle_input(input));
+    /// Hands up to [`RECV_BATCH`] datagrams already waiting in the sockets to the engine;
+    /// returns how many were read.
+    fn receive_ready(&mut self) -> Result<usize> {
+        let Connection {
+            rtc,
+            sockets,
+            buffer,
+            relay,
+            ..
+        } = self;
+        let mut read = 0;
+        for (&local, socket) in sockets.iter() {
+            while read < RECV_BATCH {
+                let (len, source) = match socket.try_recv_from(buffer) {
+                    Ok(received) => received,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(err) => {
+                        // ICMP port unreachable and the like surface here on Linux; keep reading.
+                        trace!(%local, %err, "receive error");
+                        read += 1;
+                        continue;
+                    }
+                };
+                read += 1;
+                let Ok(contents) = buffer[..len].try_into() else {
+                    trace!(%source, "dropping a datagram the engine does not take");
+                    continue;
+                };
+                let input = Input::Receive(
+                    Instant::now(),
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: local,
+                        contents,
+                    },
+                );
+                guarded(|| rtc.handle_input(input))?;
+            }
         }
-        let Ok(contents) = packet.data.as_slice().try_into() else {
-            trace!(source = %packet.source, "dropping a datagram the engine does not take");
-            return Ok(());
-        };
-        let input = Input::Receive(
-            packet.at,
-            Receive {
-                proto: Protocol::Udp,
-                source: packet.source,
-                destination: packet.destination,
-                contents,
-            },
-        );
-        guarded(|| self.rtc.handle_input(input))
+        if let Some(relay) = relay {
+            while read < RECV_BATCH {
+                let (len, source) = match relay.socket.try_recv_from(buffer) {
+                    Ok(received) => received,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(err) => {
+                        trace!(%err, "TURN receive error");
+                        read += 1;
+                        continue;
+                    }
+                };
+                read += 1;
+                let now = Instant::now();
+                let Some(received) = relay.client.handle_input(source, &buffer[..len], now) else {
+                    relay.flush();
+                    continue;
+                };
+                let (peer, relayed) = (received.peer, relay.relayed);
+                let Ok(contents) = received.data.try_into() else {
+                    continue;
+                };
+                let input = Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: peer,
+                        destination: relayed,
+                        contents,
+                    },
+                );
+                guarded(|| rtc.handle_input(input))?;
+            }
+        }
+        Ok(read)
     }
 
     async fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
@@ -576,14 +603,6 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        for reader in &self.readers {
-            reader.abort();
-        }
-    }
-}
-
 /// Socket buffers large enough that a burst of a full congestion window is not dropped by the
 /// kernel before the reader gets to it (the default 208 KiB drops packets at a few MB/s).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -606,26 +625,16 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-async fn read_socket(socket: Arc<UdpSocket>, local: SocketAddr, packets: mpsc::Sender<Packet>) {
-    loop {
-        let mut buf = vec![0u8; RECV_BUFFER];
-        match socket.recv_from(&mut buf).await {
-            Ok((len, source)) => {
-                buf.truncate(len);
-                let packet = Packet {
-                    at: Instant::now(),
-                    source,
-                    destination: local,
-                    data: buf,
-                };
-                if packets.send(packet).await.is_err() {
-                    return;
-                }
-            }
-            Err(err) => {
-                // ICMP port unreachable and the like surface here on Linux; keep reading.
-                trace!(%local, %err, "receive error");
+/// Resolves once any of the sockets has a datagram to read. It reads nothing, so it is
+/// cancel-safe.
+async fn readable(sockets: &HashMap<SocketAddr, UdpSocket>, relay: Option<&UdpSocket>) {
+    std::future::poll_fn(|cx| {
+        for socket in sockets.values().chain(relay) {
+            if socket.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(());
             }
         }
-    }
+        std::task::Poll::Pending
+    })
+    .await
 }

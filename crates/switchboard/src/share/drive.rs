@@ -7,7 +7,7 @@ use anyhow::Result;
 use peer::{ChannelId, Connection};
 
 /// Keep this much queued in the channel; refill when it drains below half.
-pub(crate) const LOW_WATER: usize = 256 * 1024;
+pub(crate) const LOW_WATER: usize = 64 * 1024;
 
 /// Messages waiting for room in the data channel, in order.
 #[derive(Debug, Default)]

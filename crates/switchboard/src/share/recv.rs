@@ -54,7 +54,8 @@ async fn recv(args: RecvArgs) -> Result<()> {
             return Err(err);
         }
     };
-    let first_byte = started.elapsed();
+    let connected = started.elapsed();
+    let mut first_byte = None;
     let conn = &mut meeting.conn;
     let channel = meeting.channel;
     let mut receiver = Receiver::new(&args.out, args.overwrite);
@@ -82,6 +83,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
                     }
                 }
                 ReceiverEvent::Progress { bytes, .. } => {
+                    first_byte.get_or_insert_with(|| started.elapsed());
                     if let Some(bar) = &bar {
                         bar.set_position(bytes);
                     }
@@ -122,11 +124,13 @@ async fn recv(args: RecvArgs) -> Result<()> {
                 bail!("the transfer stopped; run the same command again to resume");
             }
             println!(
-                "Received {} in {secs:.1} s ({}/s) into {}; connected after {} ms.",
+                "Received {} in {secs:.1} s ({}/s) into {}; connected after {} ms, first data \
+                 after {} ms.",
                 human_bytes(total),
                 human_bytes((total as f64 / secs.max(0.001)) as u64),
                 args.out.display(),
-                first_byte.as_millis()
+                connected.as_millis(),
+                first_byte.unwrap_or_default().as_millis()
             );
             return Ok(());
         }
