@@ -61,6 +61,11 @@ struct Relay {
     local: SocketAddr,
     /// The relayed transport address, our candidate.
     relayed: SocketAddr,
+    /// Our address as the TURN server saw it: a server-reflexive candidate with `local` as base.
+    mapped: SocketAddr,
+    /// Whether datagrams from others than the server may reach the engine on this socket
+    /// (the server-reflexive candidate is offered).
+    direct: bool,
     buf: Vec<u8>,
 }
 
@@ -102,12 +107,16 @@ impl Relay {
 
     /// Allocates on `server`.
     async fn allocate(server: &RelayServer) -> Result<Relay> {
+        // Bind to the address that routes to the server, so the socket's address can be the
+        // base of a server-reflexive candidate.
         let unspecified: IpAddr = if server.server.is_ipv4() {
             std::net::Ipv4Addr::UNSPECIFIED.into()
         } else {
             std::net::Ipv6Addr::UNSPECIFIED.into()
         };
-        let socket = bind_udp(SocketAddr::new(unspecified, 0))?;
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
+        probe.connect(server.server)?;
+        let socket = bind_udp(SocketAddr::new(probe.local_addr()?.ip(), 0))?;
         let local = socket.local_addr()?;
         let credentials =
             turn::ClientCredentials::new(server.username.clone(), server.password.clone());
@@ -116,6 +125,8 @@ impl Relay {
             socket,
             local,
             relayed: local,
+            mapped: local,
+            direct: false,
             buf: Vec::with_capacity(RECV_BUFFER),
         };
         relay
@@ -133,8 +144,11 @@ impl Relay {
             }
             while let Some(event) = relay.client.poll_event() {
                 match event {
-                    turn::ClientEvent::Allocated { relayed, .. } => {
+                    turn::ClientEvent::Allocated {
+                        relayed, mapped, ..
+                    } => {
                         relay.relayed = relayed;
+                        relay.mapped = mapped;
                         return Ok(relay);
                     }
                     turn::ClientEvent::AllocationFailed(failure) => {
@@ -275,11 +289,21 @@ impl Connection {
         }
         let relay = match &options.relay {
             Some(server) => match Relay::allocate(server).await {
-                Ok(relay) => {
+                Ok(mut relay) => {
                     let candidate = Candidate::relayed(relay.relayed, relay.local, "udp")
                         .map_err(|err| anyhow!("relayed candidate: {err}"))?;
                     rtc.add_local_candidate(candidate);
                     debug!(relayed = %relay.relayed, "relayed candidate");
+                    // Behind a NAT the mapped address differs from ours: offer it too.
+                    if !options.relay_only
+                        && relay.mapped != relay.local
+                        && let Ok(candidate) =
+                            Candidate::server_reflexive(relay.mapped, relay.local, "udp")
+                    {
+                        rtc.add_local_candidate(candidate);
+                        relay.direct = true;
+                        debug!(mapped = %relay.mapped, "server-reflexive candidate");
+                    }
                     Some(relay)
                 }
                 Err(err) if options.relay_only => return Err(err),
@@ -350,9 +374,19 @@ impl Connection {
     fn remote_description_set(&mut self) {
         self.remote_set = true;
         for candidate in std::mem::take(&mut self.early_candidates) {
-            self.rtc.add_remote_candidate(candidate);
+            self.add_remote(candidate);
         }
         self.tick();
+    }
+
+    fn add_remote(&mut self, candidate: Candidate) {
+        let result = guarded(|| {
+            self.rtc.add_remote_candidate(candidate);
+            Ok(())
+        });
+        if let Err(err) = result {
+            self.closed = Some(err.to_string());
+        }
     }
 
     /// Gives the engine the current time. Its ICE agent schedules nothing before its first
@@ -370,7 +404,7 @@ impl Connection {
         let text = candidate.strip_prefix("a=").unwrap_or(candidate);
         match Candidate::from_sdp_string(text) {
             Ok(candidate) if self.remote_set => {
-                self.rtc.add_remote_candidate(candidate);
+                self.add_remote(candidate);
                 self.tick();
             }
             Ok(candidate) => self.early_candidates.push(candidate),
@@ -539,6 +573,24 @@ impl Connection {
                 };
                 read += 1;
                 let now = Instant::now();
+                if source != relay.client.server() {
+                    // Straight to our server-reflexive candidate, not through the relay.
+                    if relay.direct
+                        && let Ok(contents) = buffer[..len].try_into()
+                    {
+                        let input = Input::Receive(
+                            now,
+                            Receive {
+                                proto: Protocol::Udp,
+                                source,
+                                destination: relay.local,
+                                contents,
+                            },
+                        );
+                        guarded(|| rtc.handle_input(input))?;
+                    }
+                    continue;
+                }
                 let Some(received) = relay.client.handle_input(source, &buffer[..len], now) else {
                     relay.flush();
                     continue;
@@ -563,11 +615,17 @@ impl Connection {
     }
 
     async fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        if let Some(relay) = &mut self.relay
-            && source == relay.relayed
-        {
-            relay.send(destination, data, Instant::now());
-            return;
+        if let Some(relay) = &mut self.relay {
+            if source == relay.relayed {
+                relay.send(destination, data, Instant::now());
+                return;
+            }
+            if source == relay.local {
+                if let Err(err) = relay.socket.try_send_to(data, destination) {
+                    trace!(%destination, %err, "send failed");
+                }
+                return;
+            }
         }
         let Some(socket) = self.sockets.get(&source) else {
             warn!(%source, "the engine sent from an address we do not own");
