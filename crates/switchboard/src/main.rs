@@ -14,8 +14,9 @@ use clap::{Parser, Subcommand};
 #[command(name = "switchboard", version, about, long_about = None)]
 struct Cli {
     /// Log filter, e.g. `info`, `debug`, `server=debug,signal=trace`.
-    #[arg(long, global = true, env = "SWITCHBOARD_LOG", default_value = "info")]
-    log: String,
+    /// (Default: `info` for `serve` and `turn`, `warn` for `send` and `recv`.)
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -35,7 +36,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    let default_log = match cli.command {
+        Command::Send(_) | Command::Recv(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log.as_deref().unwrap_or(default_log));
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Turn(args) => turn_cmd::run(args),

@@ -20,8 +20,8 @@ pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// Options both sides share.
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
-    /// The Switchboard server that introduces the two sides (its signaling only; the files never
-    /// pass through it).
+    /// The Switchboard server that introduces the two sides. Files go straight between them, or
+    /// (still end-to-end encrypted) through the server's TURN relay when no direct path exists.
     #[arg(long, env = "SWITCHBOARD_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
     pub(crate) server: String,
     /// Connect only through the server's TURN relay (as when no direct path exists).
