@@ -66,7 +66,8 @@ cli_once() {
 echo "== CLI -> CLI, ${SIZE_MB} MB, ${RUNS} runs"
 : >"$work/cli"
 for i in $(seq "$RUNS"); do
-  r=$(cli_once "$work/file.bin" "$((100 + i))-tiger-orbit"); echo "  run $i: $r MB/s, first-data ms"; echo "$r" >>"$work/cli"
+  r=$(cli_once "$work/file.bin" "$((100 + i))-tiger-orbit")
+  echo "  run $i: ${r% *} MB/s, first data after ${r#* } ms"; echo "$r" >>"$work/cli"
 done
 cli=$(cut -d' ' -f1 "$work/cli" | median)
 first=$(cut -d' ' -f2 "$work/cli" | median)
