@@ -209,6 +209,31 @@ pub struct Connection {
     remote_set: bool,
     early_candidates: Vec<Candidate>,
     closed: Option<String>,
+    route: Route,
+}
+
+/// Which of our candidates the connection's data leaves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Nothing sent yet.
+    Unknown,
+    /// A host candidate: straight from one of our interfaces.
+    Host,
+    /// Our server-reflexive candidate: direct, through our NAT's mapping.
+    ServerReflexive,
+    /// Our relayed candidate: through the TURN server.
+    Relayed,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Route::Unknown => "not connected yet",
+            Route::Host => "directly",
+            Route::ServerReflexive => "directly, through a NAT",
+            Route::Relayed => "through the TURN relay",
+        })
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -327,7 +352,13 @@ impl Connection {
             remote_set: false,
             early_candidates: Vec::new(),
             closed: None,
+            route: Route::Unknown,
         })
+    }
+
+    /// The path our data takes, judged by the source of the last DTLS datagram we sent.
+    pub fn route(&self) -> Route {
+        self.route
     }
 
     /// Our DTLS certificate fingerprint, e.g. `sha-256 AB:CD:...`.
@@ -615,7 +646,19 @@ impl Connection {
     }
 
     async fn transmit(&mut self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        // DTLS records (first byte 20–63, RFC 7983) carry the data; STUN checks may probe other
+        // pairs, so only DTLS tells which path is in use.
+        let dtls = data.first().is_some_and(|b| (20..=63).contains(b));
         if let Some(relay) = &mut self.relay {
+            if dtls {
+                self.route = if source == relay.relayed {
+                    Route::Relayed
+                } else if source == relay.local {
+                    Route::ServerReflexive
+                } else {
+                    Route::Host
+                };
+            }
             if source == relay.relayed {
                 relay.send(destination, data, Instant::now());
                 return;
@@ -626,6 +669,9 @@ impl Connection {
                 }
                 return;
             }
+        }
+        if dtls && self.relay.is_none() {
+            self.route = Route::Host;
         }
         let Some(socket) = self.sockets.get(&source) else {
             warn!(%source, "the engine sent from an address we do not own");

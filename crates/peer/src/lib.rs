@@ -7,6 +7,6 @@
 pub mod connection;
 pub mod signaling;
 
-pub use connection::{Connection, PeerEvent, PeerOptions, RelayServer};
+pub use connection::{Connection, PeerEvent, PeerOptions, RelayServer, Route};
 pub use signaling::{IceServer, SignalEvent, Signaling};
 pub use str0m::channel::ChannelId;

@@ -184,6 +184,11 @@ fn cli_to_cli_50_mb_random_file_arrives_intact() {
     assert_eq!(sha256(&dir.join("out/random.bin")), sha256(&source));
     assert!(!dir.join("out/random.bin.part").exists());
     assert!(receiver.output().contains("Received 50.0 MB"));
+    assert!(
+        receiver.output().contains("Connected directly."),
+        "{}",
+        receiver.output()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -300,6 +305,13 @@ fn relay_only_transfer_goes_through_our_turn_server() {
     assert!(receiver.wait().success(), "{}", receiver.output());
     assert!(sender.wait().success(), "{}", sender.output());
     assert_eq!(sha256(&dir.join("out/relayed.bin")), sha256(&source));
+    for side in [&receiver, &sender] {
+        assert!(
+            side.output().contains("Connected through the TURN relay."),
+            "{}",
+            side.output()
+        );
+    }
     // Every byte crossed the relay: at least one relayed datagram per 1,200 bytes each way.
     let health = http_get(&url, "/healthz");
     let relayed: u64 = health

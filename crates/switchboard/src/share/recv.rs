@@ -55,6 +55,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
         }
     };
     let connected = started.elapsed();
+    eprintln!("Connected {}.", meeting.conn.route());
     let mut first_byte = None;
     let conn = &mut meeting.conn;
     let channel = meeting.channel;

@@ -72,6 +72,7 @@ async fn send(args: SendArgs) -> Result<()> {
                 continue;
             }
         };
+        eprintln!("Connected {}.", meeting.conn.route());
         let sender = Sender::new(outgoing.clone())?;
         match transfer(&mut meeting, sender, &mut signaling).await? {
             Attempt::Complete => {
