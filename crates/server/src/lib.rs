@@ -244,6 +244,8 @@ fn router(state: AppState) -> Router {
         .route("/ws", get(websocket))
         .route("/", get(web::index))
         .route("/r/{room}", get(web::index))
+        .route("/send", get(web::send_page))
+        .route("/recv/{code}", get(web::recv_page))
         .fallback(get(web::file))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

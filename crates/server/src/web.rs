@@ -15,6 +15,16 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
     asset("index.html", &headers)
 }
 
+/// The page that sends files, for `/send`.
+pub(crate) async fn send_page(headers: HeaderMap) -> Response {
+    asset("send.html", &headers)
+}
+
+/// The page that receives files, for `/recv/{code}`.
+pub(crate) async fn recv_page(headers: HeaderMap) -> Response {
+    asset("recv.html", &headers)
+}
+
 /// Any other file of the app, by path.
 pub(crate) async fn file(uri: Uri, headers: HeaderMap) -> Response {
     asset(uri.path().trim_start_matches('/'), &headers)
