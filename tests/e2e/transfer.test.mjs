@@ -387,14 +387,8 @@ test('CLI → Chromium: switchboard send, /recv/CODE saves and verifies 20 MB', 
   });
 });
 
-// `switchboard recv` queues its ACCEPT while handling the OFFER and sends it only after the next
-// peer event (crates/switchboard/src/share/recv.rs polls transmit before events). A native
-// sender happens to produce such an event; a browser sender waits for the ACCEPT, so most
-// runs stall. Reported; this stays a todo (it runs, but cannot fail the suite) until recv
-// flushes after handling events.
-const RECV_FLUSH_TODO = 'switchboard recv sends its ACCEPT only after the next peer event';
 
-test('Chromium → CLI: /send?code=..., switchboard recv saves and verifies 20 MB', { todo: RECV_FLUSH_TODO }, async () => {
+test('Chromium → CLI: /send?code=..., switchboard recv saves and verifies 20 MB', async () => {
   await withBrowser(async (ctx) => {
     const src = randomFile(ctx.tmp, 'upload.bin', 20 * MB);
     const out = path.join(ctx.tmp, 'out');

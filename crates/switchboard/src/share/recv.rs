@@ -65,10 +65,6 @@ async fn recv(args: RecvArgs) -> Result<()> {
     let mut total = 0;
     let mut transfer_started = None;
     loop {
-        while let Some(message) = receiver.poll_transmit() {
-            outbox.push(message);
-        }
-        outbox.flush(conn, channel)?;
         while let Some(event) = receiver.poll_event() {
             match event {
                 ReceiverEvent::Offered(manifest) => {
@@ -110,6 +106,12 @@ async fn recv(args: RecvArgs) -> Result<()> {
                 _ => {}
             }
         }
+        // After the events: accepting the offer queues the ACCEPT, which must leave now, not
+        // after the next message from the sender (a browser sender waits for it).
+        while let Some(message) = receiver.poll_transmit() {
+            outbox.push(message);
+        }
+        outbox.flush(conn, channel)?;
         if receiver.is_finished() {
             let secs = transfer_started
                 .map(|t| t.elapsed().as_secs_f64())
