@@ -91,7 +91,7 @@ if [[ -f bench/transfer/cli_to_chromium.mjs ]]; then
   echo "== CLI -> Chromium (/recv page), ${SIZE_MB} MB, ${RUNS} runs"
   : >"$work/clichr"
   for i in $(seq "$RUNS"); do
-    r=$(FILE="$work/file.bin" CODE="$((200 + i))-tiger-orbit" node bench/transfer/cli_to_chromium.mjs 2>/dev/null | awk '/MB\/s/ {print $3}')
+    r=$(SWITCHBOARD_BIN="$bin" FILE="$work/file.bin" CODE="$((200 + i))-tiger-orbit" node bench/transfer/cli_to_chromium.mjs 2>/dev/null | awk '/MB\/s/ {print $3}')
     echo "  run $i: $r MB/s"; echo "$r" >>"$work/clichr"
   done
   cli_chromium=$(median <"$work/clichr")
