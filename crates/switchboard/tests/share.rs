@@ -457,3 +457,37 @@ async fn a_manifest_with_an_absolute_path_is_refused() {
     assert!(!reason.is_empty());
     assert!(!target.exists());
 }
+
+#[test]
+fn without_yes_and_without_an_answer_the_offer_is_declined() {
+    let (_server, url) = serve();
+    let dir = temp_dir("decline");
+    let source = dir.join("maybe.txt");
+    std::fs::write(&source, "only if you say so").unwrap();
+    let mut sender = send(&url, "18-tiger-orbit", &source);
+    // Standard input is empty: no "y", so no.
+    let out = dir.join("out");
+    let mut receiver = Proc::spawn(&[
+        "recv",
+        "--server",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+        "18-tiger-orbit",
+    ]);
+    assert!(!receiver.wait().success());
+    assert!(
+        receiver.output().contains("Accept? [y/N]"),
+        "{}",
+        receiver.output()
+    );
+    assert!(
+        receiver.output().contains("you declined the offer"),
+        "{}",
+        receiver.output()
+    );
+    assert!(!sender.wait().success());
+    assert!(sender.output().contains("declined"), "{}", sender.output());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

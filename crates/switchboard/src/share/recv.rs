@@ -64,6 +64,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
     let mut bar: Option<ProgressBar> = None;
     let mut total = 0;
     let mut transfer_started = None;
+    let mut declined = false;
     loop {
         while let Some(event) = receiver.poll_event() {
             match event {
@@ -77,6 +78,7 @@ async fn recv(args: RecvArgs) -> Result<()> {
                         transfer_started = Some(Instant::now());
                     } else {
                         receiver.cancel("the receiver declined");
+                        declined = true;
                     }
                 }
                 ReceiverEvent::Progress { bytes, .. } => {
@@ -123,6 +125,9 @@ async fn recv(args: RecvArgs) -> Result<()> {
             drain(conn, channel, &mut outbox).await;
             conn.close();
             signaling.leave().await;
+            if declined {
+                bail!("you declined the offer; nothing was written");
+            }
             if !receiver.is_complete() {
                 bail!("the transfer stopped; run the same command again to resume");
             }
