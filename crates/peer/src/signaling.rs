@@ -230,6 +230,12 @@ impl Signaling {
     /// (waiting at most two seconds).
     pub async fn leave(&mut self) {
         let _ = self.outgoing.send(json!({"type": "leave"}).to_string());
+        // Dropping our end makes the pump close the WebSocket once the leave is sent; later
+        // sends go nowhere.
+        drop(std::mem::replace(
+            &mut self.outgoing,
+            mpsc::unbounded_channel().0,
+        ));
         if let Some(pump) = self.pump.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
         }
@@ -250,18 +256,14 @@ async fn pump(
         tokio::select! {
             frame = outgoing.recv() => match frame {
                 Some(text) => {
-                    let leaving = text.contains(r#""type":"leave""#);
                     if let Err(err) = ws.send(Message::Text(text.into())).await {
                         break format!("send failed: {err}");
                     }
-                    if leaving {
-                        let _ = ws.close(None).await;
-                        break "left".into();
-                    }
                 }
+                // Left, or the `Signaling` was dropped.
                 None => {
                     let _ = ws.close(None).await;
-                    break "closed".into();
+                    break "left".into();
                 }
             },
             _ = keepalive.tick() => {
