@@ -5,7 +5,9 @@
 //! protocol in `docs/protocol.md`.
 
 pub mod connection;
+pub mod media;
 pub mod signaling;
+pub mod whip;
 
 pub use connection::{Connection, PeerEvent, PeerOptions, RelayServer, Route};
 pub use signaling::{IceServer, SignalEvent, Signaling};

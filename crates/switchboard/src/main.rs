@@ -1,7 +1,9 @@
 //! The `switchboard` command line.
 
+mod loadtest;
 mod serve;
 mod share;
+mod stream;
 mod turn_args;
 mod turn_cmd;
 
@@ -32,12 +34,16 @@ enum Command {
     Send(share::SendArgs),
     /// Receive files with the code the sender shows.
     Recv(share::RecvArgs),
+    /// Publish media files (IVF/VP8, H.264, Ogg/Opus) into a room through WHIP, in real time.
+    Stream(stream::StreamArgs),
+    /// Load-test an SFU: native WHIP publishers and WHEP subscribers with synthetic media.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Send(_) | Command::Recv(_) => "warn",
+        Command::Send(_) | Command::Recv(_) | Command::Stream(_) | Command::Loadtest(_) => "warn",
         _ => "info",
     };
     init_tracing(cli.log.as_deref().unwrap_or(default_log));
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::Turn(args) => turn_cmd::run(args),
         Command::Send(args) => share::run_send(args),
         Command::Recv(args) => share::run_recv(args),
+        Command::Stream(args) => stream::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
