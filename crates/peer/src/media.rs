@@ -66,6 +66,8 @@ pub struct ReceivedFrame {
     pub arrived: Instant,
     /// False when packets were lost before it.
     pub contiguous: bool,
+    /// RTP packets it came in.
+    pub packets: u64,
 }
 
 /// Counters of one direction of one track, from the engine's periodic statistics.
@@ -454,6 +456,9 @@ impl MediaSession {
                 rtp_time: data.time.numer(),
                 arrived: data.network_time,
                 contiguous: data.contiguous,
+                packets: (**data.seq_range.end())
+                    .saturating_sub(**data.seq_range.start())
+                    .saturating_add(1),
             })),
             Event::KeyframeRequest(_) => Some(MediaEvent::KeyframeRequested),
             Event::MediaEgressStats(stats) => Some(MediaEvent::Counters {

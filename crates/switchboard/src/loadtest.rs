@@ -209,6 +209,8 @@ struct PeerReport {
     counters: BTreeMap<&'static str, TrackCounters>,
     frames: [u64; 2],
     bytes: [u64; 2],
+    /// RTP packets received (subscribers; publishers count from the engine's statistics).
+    packets: u64,
     latency: [Histogram; 2],
     foreign_frames: u64,
     error: Option<String>,
@@ -223,6 +225,7 @@ impl PeerReport {
             counters: BTreeMap::new(),
             frames: [0; 2],
             bytes: [0; 2],
+            packets: 0,
             latency: [Histogram::new(), Histogram::new()],
             foreign_frames: 0,
             error: None,
@@ -462,7 +465,6 @@ async fn subscriber(plan: &Plan, totals: &Totals, gate: &Semaphore) -> PeerRepor
         }
     };
     totals.subscribers_connected.fetch_add(1, Ordering::Relaxed);
-    let mut seen = CounterDeltas::default();
     loop {
         match session.next_event(Some(plan.stop)).await {
             MediaEvent::Wake => break,
@@ -474,7 +476,9 @@ async fn subscriber(plan: &Plan, totals: &Totals, gate: &Semaphore) -> PeerRepor
                 let k = kind_index(frame.kind);
                 report.frames[k] += 1;
                 report.bytes[k] += frame.data.len() as u64;
+                report.packets += frame.packets;
                 totals.frames_in.fetch_add(1, Ordering::Relaxed);
+                totals.packets_in.fetch_add(frame.packets, Ordering::Relaxed);
                 match marker(&frame.data, at) {
                     Some(sent_micros) => {
                         let arrived = unix_micros()
@@ -485,8 +489,6 @@ async fn subscriber(plan: &Plan, totals: &Totals, gate: &Semaphore) -> PeerRepor
                 }
             }
             MediaEvent::Counters { kind, counters } => {
-                let delta = seen.update(kind, counters);
-                totals.packets_in.fetch_add(delta, Ordering::Relaxed);
                 report.counters.insert(kind_name(kind), counters);
             }
             MediaEvent::Closed(reason) => {
@@ -636,7 +638,7 @@ impl Summary {
             } else {
                 s.subscribers += 1;
                 s.subscribers_connected += connected;
-                s.packets_in += packets;
+                s.packets_in += report.packets;
                 s.bytes_in += report.bytes.iter().sum::<u64>();
                 for k in 0..2 {
                     s.frames_in[k] += report.frames[k];

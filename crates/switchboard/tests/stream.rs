@@ -415,3 +415,46 @@ async fn loadtest_through_a_relay() {
     let p99 = summary["latency"]["all"]["p99_ms"].as_f64().expect("p99");
     assert!(p99 > 0.0 && p99 < 500.0, "{summary:#}");
 }
+
+/// Many subscribers in one load-test process (the relay in this test does the forwarding, so
+/// this measures the client side, not an SFU). Run by name:
+/// `LOADTEST_SUBSCRIBERS=300 cargo test -p switchboard --test stream -- --ignored many`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn loadtest_many_subscribers() {
+    let subscribers: usize = std::env::var("LOADTEST_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let (server, _relay) = start_relay().await;
+    let output = tokio::task::spawn_blocking(move || {
+        switchboard()
+            .args([
+                "loadtest",
+                "--room",
+                "many",
+                "--server",
+                &server,
+                "--audio-only",
+            ])
+            .args([
+                "--subscribers",
+                &subscribers.to_string(),
+                "--duration",
+                "20s",
+                "--json",
+            ])
+            .output()
+            .expect("run loadtest")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    eprintln!("{summary:#}");
+    assert_eq!(
+        summary["subscribers"]["connected"], subscribers,
+        "{summary:#}"
+    );
+}
