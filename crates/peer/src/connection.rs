@@ -12,8 +12,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
-use tokio::net::UdpSocket;
+use str0m::{
+    Candidate, CandidateKind, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError,
+};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpStream, UdpSocket};
 use tracing::{debug, trace, warn};
 
 /// Bytes the data channels may hold unacknowledged; with the round trip it bounds throughput
@@ -33,13 +36,17 @@ const RECV_BATCH: usize = 16;
 pub struct PeerOptions {
     /// Also offer loopback addresses (tests, and peers on the same machine).
     pub loopback: bool,
-    /// A TURN server to allocate a relayed candidate on.
+    /// A TURN server to allocate a relayed candidate on, over UDP.
     pub relay: Option<RelayServer>,
+    /// The same over TCP (`turn:...?transport=tcp`): for networks that let no UDP out. When
+    /// both are given both are tried at once, and UDP wins if it answers within
+    /// [`UDP_GRACE`] of TCP.
+    pub relay_tcp: Option<RelayServer>,
     /// Offer only the relayed candidate: every packet goes through the TURN server.
     pub relay_only: bool,
 }
 
-/// A TURN server and the credentials for it (UDP transport).
+/// A TURN server and the credentials for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayServer {
     /// The server's address.
@@ -52,11 +59,149 @@ pub struct RelayServer {
 
 /// How long allocating the relayed candidate may take.
 const ALLOCATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a TURN-over-UDP allocation may still finish after one over TCP did: UDP relays
+/// better (no head-of-line blocking) and brings a server-reflexive candidate, so it is worth a
+/// short wait; this covers two retransmissions of a lost request.
+pub const UDP_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+/// Bytes queued for a TURN TCP connection beyond which relayed datagrams are dropped (as a full
+/// UDP socket buffer would).
+const TCP_BACKLOG: usize = 1 << 20;
+
+/// How we reach the TURN server.
+enum Link {
+    /// Datagrams; also carries our server-reflexive candidate's traffic.
+    Udp(UdpSocket),
+    /// A TCP stream of STUN messages and ChannelData frames (RFC 8656 §12.5).
+    Tcp {
+        stream: TcpStream,
+        decoder: net::StreamDecoder,
+        /// Framed bytes the socket has not taken yet.
+        backlog: Vec<u8>,
+    },
+}
+
+impl Link {
+    /// Sends one datagram to `destination` (over TCP: one frame to the server, padded to 4
+    /// bytes). Best effort, like UDP: a full buffer drops it.
+    fn send(&mut self, data: &[u8], destination: SocketAddr) {
+        match self {
+            Link::Udp(socket) => {
+                if let Err(err) = socket.try_send_to(data, destination) {
+                    trace!(%destination, %err, "send failed");
+                }
+            }
+            Link::Tcp {
+                stream, backlog, ..
+            } => {
+                if backlog.len() + data.len() > TCP_BACKLOG {
+                    trace!("TURN TCP backlog full; dropping a datagram");
+                    return;
+                }
+                backlog.extend_from_slice(data);
+                // ChannelData is padded to a multiple of 4 on streams; STUN messages already are.
+                backlog.resize(backlog.len() + (4 - data.len() % 4) % 4, 0);
+                Self::write_backlog(stream, backlog);
+            }
+        }
+    }
+
+    fn write_backlog(stream: &TcpStream, backlog: &mut Vec<u8>) {
+        while !backlog.is_empty() {
+            match stream.try_write(backlog) {
+                Ok(n) => {
+                    backlog.drain(..n);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    debug!(%err, "TURN TCP write failed");
+                    backlog.clear();
+                }
+            }
+        }
+    }
+
+    /// Writes what the TCP socket would not take earlier.
+    fn flush_backlog(&mut self) {
+        if let Link::Tcp {
+            stream, backlog, ..
+        } = self
+        {
+            Self::write_backlog(stream, backlog);
+        }
+    }
+
+    /// Reads what has arrived, up to `limit` datagrams or frames, handing each to `handle` with
+    /// its source (over TCP always `server`); returns how many were read.
+    fn read_ready(
+        &mut self,
+        buffer: &mut [u8],
+        server: SocketAddr,
+        limit: usize,
+        mut handle: impl FnMut(SocketAddr, &[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        let mut read = 0;
+        match self {
+            Link::Udp(socket) => {
+                while read < limit {
+                    match socket.try_recv_from(buffer) {
+                        Ok((len, source)) => {
+                            read += 1;
+                            handle(source, &buffer[..len])?;
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(err) => {
+                            trace!(%err, "TURN receive error");
+                            read += 1;
+                        }
+                    }
+                }
+            }
+            Link::Tcp {
+                stream, decoder, ..
+            } => {
+                while read < limit {
+                    match stream.try_read(buffer) {
+                        Ok(0) => bail!("the TURN server closed the TCP connection"),
+                        Ok(len) => decoder.extend(&buffer[..len]),
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(err) => bail!("TURN over TCP: {err}"),
+                    }
+                    while let Some(frame) = decoder
+                        .next_frame()
+                        .map_err(|err| anyhow!("TURN over TCP: {err}"))?
+                    {
+                        read += 1;
+                        handle(server, frame)?;
+                    }
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// Ready to read, or to write a waiting backlog.
+    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let ready = match self {
+            Link::Udp(socket) => socket.poll_recv_ready(cx).is_ready(),
+            Link::Tcp {
+                stream, backlog, ..
+            } => {
+                stream.poll_read_ready(cx).is_ready()
+                    || (!backlog.is_empty() && stream.poll_write_ready(cx).is_ready())
+            }
+        };
+        if ready {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
 
 /// The TURN allocation behind our relayed candidate.
 struct Relay {
     client: turn::Client,
-    socket: UdpSocket,
+    link: Link,
     /// The local address of `socket`, where the server's datagrams arrive.
     local: SocketAddr,
     /// The relayed transport address, our candidate.
@@ -73,12 +218,7 @@ impl Relay {
     /// Sends what the client has queued (requests, refreshes) to the server.
     fn flush(&mut self) {
         while let Some(transmit) = self.client.poll_transmit() {
-            if let Err(err) = self
-                .socket
-                .try_send_to(&transmit.contents, transmit.destination)
-            {
-                debug!(%err, "TURN send failed");
-            }
+            self.link.send(&transmit.contents, transmit.destination);
         }
         while let Some(event) = self.client.poll_event() {
             debug!(?event, "TURN");
@@ -95,34 +235,93 @@ impl Relay {
         }
         self.buf.clear();
         match self.client.send_to(peer, data, &mut self.buf) {
-            Ok(()) => {
-                if let Err(err) = self.socket.try_send_to(&self.buf, self.client.server()) {
-                    trace!(%err, "TURN send failed");
-                }
-            }
+            Ok(()) => self.link.send(&self.buf, self.client.server()),
             Err(err) => trace!(%peer, %err, "not relayed"),
         }
         self.flush();
     }
 
-    /// Allocates on `server`.
-    async fn allocate(server: &RelayServer) -> Result<Relay> {
-        // Bind to the address that routes to the server, so the socket's address can be the
-        // base of a server-reflexive candidate.
-        let unspecified: IpAddr = if server.server.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
+    /// Allocates on `udp` and `tcp` at once, preferring UDP (see [`UDP_GRACE`]).
+    async fn allocate_any(udp: Option<&RelayServer>, tcp: Option<&RelayServer>) -> Result<Relay> {
+        let (udp, tcp) = match (udp, tcp) {
+            (Some(udp), Some(tcp)) => (udp, tcp),
+            (Some(udp), None) => return Relay::allocate(udp, false).await,
+            (None, Some(tcp)) => return Relay::allocate(tcp, true).await,
+            (None, None) => bail!("no TURN server"),
         };
-        let probe = std::net::UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
-        probe.connect(server.server)?;
-        let socket = bind_udp(SocketAddr::new(probe.local_addr()?.ip(), 0))?;
-        let local = socket.local_addr()?;
+        let udp = Relay::allocate(udp, false);
+        let tcp = Relay::allocate(tcp, true);
+        tokio::pin!(udp, tcp);
+        tokio::select! {
+            result = &mut udp => match result {
+                Ok(relay) => Ok(relay),
+                Err(err) => {
+                    debug!("TURN over UDP failed ({err:#}); waiting for TCP");
+                    tcp.await
+                }
+            },
+            result = &mut tcp => match result {
+                Ok(relay) => match tokio::time::timeout(UDP_GRACE, &mut udp).await {
+                    Ok(Ok(udp)) => Ok(udp),
+                    _ => {
+                        debug!("TURN over UDP did not answer; relaying over TCP");
+                        Ok(relay)
+                    }
+                },
+                Err(err) => {
+                    debug!("TURN over TCP failed ({err:#}); waiting for UDP");
+                    udp.await
+                }
+            },
+        }
+    }
+
+    /// Allocates on `server` over UDP, or over TCP when `tcp`.
+    async fn allocate(server: &RelayServer, tcp: bool) -> Result<Relay> {
+        let (link, local) = if tcp {
+            let stream = tokio::time::timeout(ALLOCATE_TIMEOUT, TcpStream::connect(server.server))
+                .await
+                .map_err(|_| anyhow!("TURN over TCP: no connection to {}", server.server))?
+                .with_context(|| format!("TURN over TCP to {}", server.server))?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr()?;
+            let link = Link::Tcp {
+                stream,
+                decoder: net::StreamDecoder::new(),
+                backlog: Vec::new(),
+            };
+            (link, local)
+        } else {
+            // Bind to the address that routes to the server, so the socket's address can be
+            // the base of a server-reflexive candidate.
+            let unspecified: IpAddr = if server.server.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let probe = std::net::UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
+            probe.connect(server.server)?;
+            let socket = bind_udp(SocketAddr::new(probe.local_addr()?.ip(), 0))?;
+            let local = socket.local_addr()?;
+            (Link::Udp(socket), local)
+        };
         let credentials =
             turn::ClientCredentials::new(server.username.clone(), server.password.clone());
+        let client = if tcp {
+            // RFC 8489 §6.2.2: no retransmissions over a reliable transport.
+            let config = turn::ClientConfig {
+                max_transmissions: 1,
+                rto: ALLOCATE_TIMEOUT,
+                last_wait_rtos: 1,
+                ..turn::ClientConfig::default()
+            };
+            turn::Client::with_config(server.server, credentials, config)
+        } else {
+            turn::Client::new(server.server, credentials)
+        };
         let mut relay = Relay {
-            client: turn::Client::new(server.server, credentials),
-            socket,
+            client,
+            link,
             local,
             relayed: local,
             mapped: local,
@@ -136,12 +335,7 @@ impl Relay {
         let deadline = tokio::time::Instant::now() + ALLOCATE_TIMEOUT;
         let mut buffer = vec![0u8; RECV_BUFFER];
         loop {
-            while let Some(transmit) = relay.client.poll_transmit() {
-                relay
-                    .socket
-                    .send_to(&transmit.contents, transmit.destination)
-                    .await?;
-            }
+            relay.flush_requests().await?;
             while let Some(event) = relay.client.poll_event() {
                 match event {
                     turn::ClientEvent::Allocated {
@@ -164,10 +358,12 @@ impl Relay {
                 .unwrap_or(deadline)
                 .min(deadline);
             tokio::select! {
-                received = relay.socket.recv_from(&mut buffer) => {
-                    if let Ok((len, source)) = received {
-                        let _ = relay.client.handle_input(source, &buffer[..len], Instant::now());
-                    }
+                _ = std::future::poll_fn(|cx| relay.link.poll_ready(cx)) => {
+                    let Relay { client, link, .. } = &mut relay;
+                    link.read_ready(&mut buffer, server.server, usize::MAX, |source, packet| {
+                        let _ = client.handle_input(source, packet, Instant::now());
+                        Ok(())
+                    })?;
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= deadline {
@@ -177,6 +373,27 @@ impl Relay {
                 }
             }
         }
+    }
+}
+
+impl Relay {
+    /// Sends the client's queued requests, waiting for the socket (only while allocating).
+    async fn flush_requests(&mut self) -> Result<()> {
+        while let Some(transmit) = self.client.poll_transmit() {
+            match &mut self.link {
+                Link::Udp(socket) => {
+                    socket
+                        .send_to(&transmit.contents, transmit.destination)
+                        .await?;
+                }
+                Link::Tcp { stream, .. } => stream.write_all(&transmit.contents).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn is_tcp(&self) -> bool {
+        matches!(self.link, Link::Tcp { .. })
     }
 }
 
@@ -210,6 +427,66 @@ pub struct Connection {
     early_candidates: Vec<Candidate>,
     closed: Option<String>,
     route: Route,
+    /// The remote candidates we were given, to name the type of the one we send to.
+    remote_candidates: Vec<(SocketAddr, CandidateType)>,
+    /// Source and destination of the last DTLS datagram we sent.
+    last_dtls: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// A candidate's type, named as in SDP and `RTCIceCandidateStats.candidateType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CandidateType {
+    /// An address of one of the machine's interfaces.
+    Host,
+    /// An address a STUN/TURN server saw (the NAT's mapping).
+    ServerReflexive,
+    /// An address learned from a connectivity check, announced by nobody.
+    PeerReflexive,
+    /// A TURN relay's address.
+    Relayed,
+}
+
+impl std::fmt::Display for CandidateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CandidateType::Host => "host",
+            CandidateType::ServerReflexive => "srflx",
+            CandidateType::PeerReflexive => "prflx",
+            CandidateType::Relayed => "relay",
+        })
+    }
+}
+
+impl From<CandidateKind> for CandidateType {
+    fn from(kind: CandidateKind) -> Self {
+        match kind {
+            CandidateKind::Host => CandidateType::Host,
+            CandidateKind::ServerReflexive => CandidateType::ServerReflexive,
+            CandidateKind::PeerReflexive => CandidateType::PeerReflexive,
+            CandidateKind::Relayed => CandidateType::Relayed,
+        }
+    }
+}
+
+/// The candidate pair our data flows over, like the selected pair in a browser's `getStats()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidatePair {
+    /// Our candidate's type.
+    pub local: CandidateType,
+    /// The other side's candidate's type (`PeerReflexive` when it was never announced).
+    pub remote: CandidateType,
+    /// Our relayed candidate reaches the TURN server over TCP.
+    pub relay_over_tcp: bool,
+}
+
+impl std::fmt::Display for CandidatePair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} -> {}", self.local, self.remote)?;
+        if self.relay_over_tcp && self.local == CandidateType::Relayed {
+            f.write_str(" (TURN over TCP)")?;
+        }
+        Ok(())
+    }
 }
 
 /// Which of our candidates the connection's data leaves from.
@@ -312,19 +589,28 @@ impl Connection {
             rtc.add_local_candidate(candidate);
             sockets.insert(local, socket);
         }
-        let relay = match &options.relay {
-            Some(server) => match Relay::allocate(server).await {
+        let wants_relay = options.relay.is_some() || options.relay_tcp.is_some();
+        let relay = match wants_relay {
+            true => match Relay::allocate_any(options.relay.as_ref(), options.relay_tcp.as_ref())
+                .await
+            {
                 Ok(mut relay) => {
                     let candidate = Candidate::relayed(relay.relayed, relay.local, "udp")
                         .map_err(|err| anyhow!("relayed candidate: {err}"))?;
                     rtc.add_local_candidate(candidate);
-                    debug!(relayed = %relay.relayed, "relayed candidate");
-                    // Behind a NAT the mapped address differs from ours: offer it too.
+                    debug!(relayed = %relay.relayed, tcp = relay.is_tcp(), "relayed candidate");
+                    // Behind a NAT the mapped address differs from ours: offer it too (over
+                    // TCP the mapping is a TCP one, useless for UDP). Its base must also be a
+                    // host candidate: the ICE agent takes checks only on host and relayed
+                    // candidates, and would drop every check that comes through the NAT.
                     if !options.relay_only
+                        && !relay.is_tcp()
                         && relay.mapped != relay.local
                         && let Ok(candidate) =
                             Candidate::server_reflexive(relay.mapped, relay.local, "udp")
+                        && let Ok(base) = Candidate::host(relay.local, "udp")
                     {
+                        rtc.add_local_candidate(base);
                         rtc.add_local_candidate(candidate);
                         relay.direct = true;
                         debug!(mapped = %relay.mapped, "server-reflexive candidate");
@@ -337,8 +623,8 @@ impl Connection {
                     None
                 }
             },
-            None if options.relay_only => bail!("relay-only needs a TURN server"),
-            None => None,
+            false if options.relay_only => bail!("relay-only needs a TURN server"),
+            false => None,
         };
         if sockets.is_empty() && relay.is_none() {
             bail!("no network address to connect from (try the loopback option on one machine)");
@@ -353,12 +639,50 @@ impl Connection {
             early_candidates: Vec::new(),
             closed: None,
             route: Route::Unknown,
+            remote_candidates: Vec::new(),
+            last_dtls: None,
         })
     }
 
-    /// The path our data takes, judged by the source of the last DTLS datagram we sent.
+    /// The path our data takes, judged by the last DTLS datagram we sent: relayed when either
+    /// end of its pair is a relay (ours or the other side's).
     pub fn route(&self) -> Route {
-        self.route
+        match self.candidate_pair() {
+            Some(pair) if pair.remote == CandidateType::Relayed => Route::Relayed,
+            Some(pair)
+                if self.route == Route::Host
+                    && matches!(
+                        pair.remote,
+                        CandidateType::ServerReflexive | CandidateType::PeerReflexive
+                    ) =>
+            {
+                Route::ServerReflexive
+            }
+            _ => self.route,
+        }
+    }
+
+    /// The candidate pair of the last DTLS datagram we sent; `None` before that. Our candidate's
+    /// type is that of the socket it left from: a host socket behind a NAT is still `Host`, as
+    /// browsers report it.
+    pub fn candidate_pair(&self) -> Option<CandidatePair> {
+        let (source, destination) = self.last_dtls?;
+        let (local, relay_over_tcp) = match &self.relay {
+            Some(relay) if source == relay.relayed => (CandidateType::Relayed, relay.is_tcp()),
+            Some(relay) if source == relay.local => (CandidateType::ServerReflexive, false),
+            _ => (CandidateType::Host, false),
+        };
+        let remote = self
+            .remote_candidates
+            .iter()
+            .find(|(addr, _)| *addr == destination)
+            .map(|(_, kind)| *kind)
+            .unwrap_or(CandidateType::PeerReflexive);
+        Some(CandidatePair {
+            local,
+            remote,
+            relay_over_tcp,
+        })
     }
 
     /// Our DTLS certificate fingerprint, e.g. `sha-256 AB:CD:...`.
@@ -390,6 +714,7 @@ impl Connection {
             .take()
             .ok_or_else(|| anyhow!("an answer arrived but no offer is pending"))?;
         guarded(|| self.rtc.sdp_api().accept_answer(pending, answer))?;
+        self.note_remote_candidates(sdp);
         self.remote_description_set();
         Ok(())
     }
@@ -398,8 +723,23 @@ impl Connection {
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String> {
         let offer = SdpOffer::from_sdp_string(sdp).context("the offer is not valid SDP")?;
         let answer = guarded(|| self.rtc.sdp_api().accept_offer(offer))?;
+        self.note_remote_candidates(sdp);
         self.remote_description_set();
         Ok(answer.to_sdp_string())
+    }
+
+    /// Notes the types of the candidates a remote description carries (the engine takes them
+    /// itself).
+    fn note_remote_candidates(&mut self, sdp: &str) {
+        for line in sdp.lines() {
+            if let Some(text) = line.trim_end().strip_prefix("a=")
+                && text.starts_with("candidate:")
+                && let Ok(candidate) = Candidate::from_sdp_string(text)
+            {
+                self.remote_candidates
+                    .push((candidate.addr(), candidate.kind().into()));
+            }
+        }
     }
 
     fn remote_description_set(&mut self) {
@@ -411,6 +751,8 @@ impl Connection {
     }
 
     fn add_remote(&mut self, candidate: Candidate) {
+        self.remote_candidates
+            .push((candidate.addr(), candidate.kind().into()));
         let result = guarded(|| {
             self.rtc.add_remote_candidate(candidate);
             Ok(())
@@ -544,7 +886,7 @@ impl Connection {
                 tokio::task::coop::consume_budget().await;
             } else {
                 tokio::select! {
-                    _ = readable(&self.sockets, self.relay.as_ref().map(|r| &r.socket)) => {}
+                    _ = readable(&self.sockets, self.relay.as_ref().map(|r| &r.link)) => {}
                     _ = tokio::time::sleep_until(deadline.into()) => {}
                 }
             }
@@ -592,54 +934,55 @@ impl Connection {
             }
         }
         if let Some(relay) = relay {
-            while read < RECV_BATCH {
-                let (len, source) = match relay.socket.try_recv_from(buffer) {
-                    Ok(received) => received,
-                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(err) => {
-                        trace!(%err, "TURN receive error");
-                        read += 1;
-                        continue;
-                    }
-                };
-                read += 1;
+            relay.link.flush_backlog();
+            let Relay {
+                client,
+                link,
+                local,
+                relayed,
+                direct,
+                ..
+            } = relay;
+            let server = client.server();
+            let mut forward = false;
+            read += link.read_ready(buffer, server, RECV_BATCH, |source, packet| {
                 let now = Instant::now();
-                if source != relay.client.server() {
+                if source != server {
                     // Straight to our server-reflexive candidate, not through the relay.
-                    if relay.direct
-                        && let Ok(contents) = buffer[..len].try_into()
-                    {
+                    if *direct && let Ok(contents) = packet.try_into() {
                         let input = Input::Receive(
                             now,
                             Receive {
                                 proto: Protocol::Udp,
                                 source,
-                                destination: relay.local,
+                                destination: *local,
                                 contents,
                             },
                         );
                         guarded(|| rtc.handle_input(input))?;
                     }
-                    continue;
+                    return Ok(());
                 }
-                let Some(received) = relay.client.handle_input(source, &buffer[..len], now) else {
-                    relay.flush();
-                    continue;
+                let Some(received) = client.handle_input(source, packet, now) else {
+                    forward = true;
+                    return Ok(());
                 };
-                let (peer, relayed) = (received.peer, relay.relayed);
                 let Ok(contents) = received.data.try_into() else {
-                    continue;
+                    return Ok(());
                 };
                 let input = Input::Receive(
                     now,
                     Receive {
                         proto: Protocol::Udp,
-                        source: peer,
-                        destination: relayed,
+                        source: received.peer,
+                        destination: *relayed,
                         contents,
                     },
                 );
-                guarded(|| rtc.handle_input(input))?;
+                guarded(|| rtc.handle_input(input))
+            })?;
+            if forward {
+                relay.flush();
             }
         }
         Ok(read)
@@ -649,6 +992,9 @@ impl Connection {
         // DTLS records (first byte 20–63, RFC 7983) carry the data; STUN checks may probe other
         // pairs, so only DTLS tells which path is in use.
         let dtls = data.first().is_some_and(|b| (20..=63).contains(b));
+        if dtls {
+            self.last_dtls = Some((source, destination));
+        }
         if let Some(relay) = &mut self.relay {
             if dtls {
                 self.route = if source == relay.relayed {
@@ -664,9 +1010,7 @@ impl Connection {
                 return;
             }
             if source == relay.local {
-                if let Err(err) = relay.socket.try_send_to(data, destination) {
-                    trace!(%destination, %err, "send failed");
-                }
+                relay.link.send(data, destination);
                 return;
             }
         }
@@ -729,16 +1073,19 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-/// Resolves once any of the sockets has a datagram to read. It reads nothing, so it is
-/// cancel-safe.
-async fn readable(sockets: &HashMap<SocketAddr, UdpSocket>, relay: Option<&UdpSocket>) {
+/// Resolves once any of the sockets has a datagram to read (or the TURN TCP connection can take
+/// its backlog). It reads nothing, so it is cancel-safe.
+async fn readable(sockets: &HashMap<SocketAddr, UdpSocket>, relay: Option<&Link>) {
     std::future::poll_fn(|cx| {
-        for socket in sockets.values().chain(relay) {
+        for socket in sockets.values() {
             if socket.poll_recv_ready(cx).is_ready() {
                 return std::task::Poll::Ready(());
             }
         }
-        std::task::Poll::Pending
+        match relay {
+            Some(link) => link.poll_ready(cx),
+            None => std::task::Poll::Pending,
+        }
     })
     .await
 }

@@ -9,6 +9,8 @@ pub mod media;
 pub mod signaling;
 pub mod whip;
 
-pub use connection::{Connection, PeerEvent, PeerOptions, RelayServer, Route};
+pub use connection::{
+    CandidatePair, CandidateType, Connection, PeerEvent, PeerOptions, RelayServer, Route,
+};
 pub use signaling::{IceServer, SignalEvent, Signaling};
 pub use str0m::channel::ChannelId;

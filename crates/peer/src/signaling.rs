@@ -39,8 +39,20 @@ pub struct IceServer {
 
 impl IceServer {
     /// The first plain `turn:` URL over UDP as a [`RelayServer`](crate::RelayServer), resolving
-    /// its host name. `turns:` and TCP transports are skipped: the native peer relays over UDP.
+    /// its host name. `turns:` (TLS) is not supported by the native peer.
     pub async fn relay_server(servers: &[IceServer]) -> Option<crate::RelayServer> {
+        Self::relay_server_over(servers, "udp").await
+    }
+
+    /// The first `turn:...?transport=tcp` URL, like [`IceServer::relay_server`].
+    pub async fn relay_server_tcp(servers: &[IceServer]) -> Option<crate::RelayServer> {
+        Self::relay_server_over(servers, "tcp").await
+    }
+
+    async fn relay_server_over(
+        servers: &[IceServer],
+        transport: &str,
+    ) -> Option<crate::RelayServer> {
         for server in servers {
             let (Some(username), Some(password)) = (&server.username, &server.credential) else {
                 continue;
@@ -50,7 +62,13 @@ impl IceServer {
                     continue;
                 };
                 let (host_port, query) = rest.split_once('?').unwrap_or((rest, ""));
-                if !query.is_empty() && query != "transport=udp" {
+                // No transport parameter means UDP (RFC 7065 §3.1).
+                let wanted = match query.strip_prefix("transport=") {
+                    None if query.is_empty() => transport == "udp",
+                    Some(given) => given == transport,
+                    None => false,
+                };
+                if !wanted {
                     continue;
                 }
                 // `host`, `[v6]` and a bare IPv6 address carry no port: TURN's default is 3478.
@@ -328,7 +346,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_udp_turn_url_is_the_relay() {
+    async fn the_first_udp_turn_url_is_the_relay_and_the_first_tcp_one_its_fallback() {
         let servers = vec![
             IceServer {
                 urls: vec!["stun:127.0.0.1:3478".into()],
@@ -348,6 +366,9 @@ mod tests {
         let relay = IceServer::relay_server(&servers).await.unwrap();
         assert_eq!(relay.server, "127.0.0.1:4001".parse().unwrap());
         assert_eq!(relay.username, "1767225600:ab");
+        let tcp = IceServer::relay_server_tcp(&servers).await.unwrap();
+        assert_eq!(tcp.server, "127.0.0.1:4000".parse().unwrap());
+        assert!(IceServer::relay_server_tcp(&servers[..1]).await.is_none());
         let bare = vec![IceServer {
             urls: vec!["turn:127.0.0.1".into()],
             username: Some("u".into()),

@@ -44,8 +44,8 @@ impl ServerArgs {
         let loopback = host == "localhost" || host.starts_with("127.") || host == "[";
         PeerOptions {
             loopback,
-            relay: None,
             relay_only: self.relay,
+            ..PeerOptions::default()
         }
     }
 }

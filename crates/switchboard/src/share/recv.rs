@@ -123,6 +123,9 @@ async fn recv(args: RecvArgs) -> Result<()> {
                 outbox.push(message);
             }
             drain(conn, channel, &mut outbox).await;
+            if let Some(pair) = conn.candidate_pair() {
+                eprintln!("Candidate pair: {pair}.");
+            }
             conn.close();
             signaling.leave().await;
             if declined {

@@ -82,6 +82,9 @@ async fn send(args: SendArgs) -> Result<()> {
                     human_bytes(total),
                     human_bytes((total as f64 / secs.max(0.001)) as u64)
                 );
+                if let Some(pair) = meeting.conn.candidate_pair() {
+                    eprintln!("Candidate pair: {pair}.");
+                }
                 meeting.conn.close();
                 signaling.leave().await;
                 return Ok(());

@@ -85,6 +85,7 @@ async fn meet_inner(
 ) -> Result<Meeting, MeetError> {
     let mut options = options.clone();
     options.relay = IceServer::relay_server(&signaling.welcome.ice_servers).await;
+    options.relay_tcp = IceServer::relay_server_tcp(&signaling.welcome.ice_servers).await;
     let mut conn = Connection::new(&options).await?;
     let local_fingerprint = conn.local_fingerprint();
     let (mut pairing, first) =
