@@ -60,7 +60,7 @@ test('/r/NAME asks for a display name when none is stored', async () => {
 });
 
 test('a bad room name is explained', async () => {
-  const page = await openPage(browser, `${server.url}/r/.hidden?name=Eve`, { label: 'bad' });
+  const page = await openPage(browser, `${server.url}/r/.hidden?mode=p2p&name=Eve`, { label: 'bad' });
   pages.push(page);
   await page.locator('#lobby-error').waitFor({ state: 'visible' });
   assert.match(await page.locator('#lobby-error').textContent(), /not a valid room name/);
@@ -68,12 +68,12 @@ test('a bad room name is explained', async () => {
 
 test('a full room is explained', async () => {
   const room = roomName('full');
-  const one = await openPage(browser, `${server.url}/r/${room}?name=One`, { label: 'one' });
-  const two = await openPage(browser, `${server.url}/r/${room}?name=Two`, { label: 'two' });
+  const one = await openPage(browser, `${server.url}/r/${room}?mode=p2p&name=One`, { label: 'one' });
+  const two = await openPage(browser, `${server.url}/r/${room}?mode=p2p&name=Two`, { label: 'two' });
   pages.push(one, two);
   await joined(one);
   await joined(two);
-  const three = await openPage(browser, `${server.url}/r/${room}?name=Three`, { label: 'three' });
+  const three = await openPage(browser, `${server.url}/r/${room}?mode=p2p&name=Three`, { label: 'three' });
   pages.push(three);
   const notice = three.locator('#error-notice');
   await notice.waitFor({ state: 'visible' });
@@ -87,7 +87,7 @@ test('a full room is explained', async () => {
 test('no camera or microphone at all is explained', async () => {
   const bare = await launchBrowser({ cameras: 0 });
   try {
-    const page = await openPage(bare, `${server.url}/r/${roomName('bare')}?name=Ida`, { label: 'bare' });
+    const page = await openPage(bare, `${server.url}/r/${roomName('bare')}?mode=p2p&name=Ida`, { label: 'bare' });
     await joined(page);
     const notice = await page.locator('#media-notice').textContent();
     assert.match(notice, /no such device was found/);

@@ -13,7 +13,7 @@ test('signals are paced under a strict message rate', { timeout: 120_000 }, asyn
     const room = roomName('rate');
     const pages = [];
     for (const name of ['Ann', 'Ben', 'Cat']) {
-      const page = await openPage(browser, `${ctx.server.url}/r/${room}?name=${name}`, { label: name });
+      const page = await openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=${name}`, { label: name });
       pages.push(page);
       ctx.pages.push(page);
     }

@@ -19,8 +19,8 @@ test('a cut signaling connection resumes and the call survives', { timeout: 120_
     ctx.cleanup.push(() => browser.close());
     const room = roomName('resume');
 
-    const alice = await openPage(browser, `${proxy.url}/r/${room}?name=Alice`, { label: 'alice' });
-    const bob = await openPage(browser, `${proxy.url}/r/${room}?name=Bob`, { label: 'bob' });
+    const alice = await openPage(browser, `${proxy.url}/r/${room}?mode=p2p&name=Alice`, { label: 'alice' });
+    const bob = await openPage(browser, `${proxy.url}/r/${room}?mode=p2p&name=Bob`, { label: 'bob' });
     ctx.pages.push(alice, bob);
     const a0 = await waitForDecoding(alice, 1);
     const b0 = await waitForDecoding(bob, 1);
@@ -59,7 +59,7 @@ test('a cut signaling connection resumes and the call survives', { timeout: 120_
 
     // Signaling still works: a third page joins (through the proxy) and
     // connects with both; nobody saw anyone leave.
-    const carol = await openPage(browser, `${proxy.url}/r/${room}?name=Carol`, { label: 'carol' });
+    const carol = await openPage(browser, `${proxy.url}/r/${room}?mode=p2p&name=Carol`, { label: 'carol' });
     ctx.pages.push(carol);
     const c = await waitForDecoding(carol, 2);
     const ids = c.peers.map((p) => p.id).sort();
@@ -83,8 +83,8 @@ test('someone who joins while a peer is away connects to it once it resumes', { 
     ctx.cleanup.push(() => browser.close());
     const room = roomName('away');
 
-    const alice = await openPage(browser, `${proxy.url}/r/${room}?name=Alice`, { label: 'alice' });
-    const bob = await openPage(browser, `${ctx.server.url}/r/${room}?name=Bob`, { label: 'bob' });
+    const alice = await openPage(browser, `${proxy.url}/r/${room}?mode=p2p&name=Alice`, { label: 'alice' });
+    const bob = await openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=Bob`, { label: 'bob' });
     ctx.pages.push(alice, bob);
     const a0 = await waitForDecoding(alice, 1);
     await waitForDecoding(bob, 1);
@@ -95,7 +95,7 @@ test('someone who joins while a peer is away connects to it once it resumes', { 
     await pollUntil(async () => (await callState(alice)).signaling === 'reconnecting', {
       timeoutMs: 5_000, intervalMs: 50, what: 'alice noticing the cut',
     });
-    const carol = await openPage(browser, `${ctx.server.url}/r/${room}?name=Carol`, { label: 'carol' });
+    const carol = await openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=Carol`, { label: 'carol' });
     ctx.pages.push(carol);
     await pollUntil(async () => (await callState(carol)).peers.find((p) => p.name === 'Bob' && p.framesDecoded > 0), {
       timeoutMs: 30_000, what: 'carol decoding bob while alice is away',
@@ -119,8 +119,8 @@ test('after the resume grace, the page rejoins as a new peer', { timeout: 120_00
     const room = roomName('regrace');
 
     // Only Alice goes through the proxy; Bob stays connected.
-    const alice = await openPage(browser, `${proxy.url}/r/${room}?name=Alice`, { label: 'alice' });
-    const bob = await openPage(browser, `${ctx.server.url}/r/${room}?name=Bob`, { label: 'bob' });
+    const alice = await openPage(browser, `${proxy.url}/r/${room}?mode=p2p&name=Alice`, { label: 'alice' });
+    const bob = await openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=Bob`, { label: 'bob' });
     ctx.pages.push(alice, bob);
     const a0 = await waitForDecoding(alice, 1);
     await waitForDecoding(bob, 1);

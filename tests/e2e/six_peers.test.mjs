@@ -20,7 +20,7 @@ test('six peers in a full mesh', { timeout: 240_000, skip }, async () => {
     const room = roomName('six');
     const pages = [];
     for (const name of NAMES) {
-      const page = await openPage(browser, `${ctx.server.url}/r/${room}?name=${name}`, { label: name });
+      const page = await openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=${name}`, { label: name });
       pages.push(page);
       ctx.pages.push(page);
     }
@@ -35,9 +35,9 @@ test('six peers in a full mesh', { timeout: 240_000, skip }, async () => {
       for (const from of NAMES.filter((n) => n !== page.label)) await waitForChat(page, from, `hello from ${from}`);
     }
 
-    const seventh = await openPage(browser, `${ctx.server.url}/r/${room}?name=Gus`, { label: 'Gus' });
+    const seventh = await openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=Gus`, { label: 'Gus' });
     ctx.pages.push(seventh);
     await seventh.locator('#error-notice').waitFor({ state: 'visible' });
     assert.match(await seventh.textContent('#error-notice'), /this room is full/i);
-  });
+  }, { args: ['--max-peers-per-room', '6'] });
 });

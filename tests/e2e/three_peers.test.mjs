@@ -17,7 +17,7 @@ test('three peers form a full mesh', { timeout: 90_000 }, async () => {
 
     // Open them concurrently so that offers really can cross.
     const pages = await Promise.all(['Ann', 'Ben', 'Cat'].map((name) =>
-      openPage(browser, `${ctx.server.url}/r/${room}?name=${name}`, { label: name })));
+      openPage(browser, `${ctx.server.url}/r/${room}?mode=p2p&name=${name}`, { label: name })));
     ctx.pages.push(...pages);
 
     const states = [];

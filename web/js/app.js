@@ -4,12 +4,15 @@
 
 import { SignalingClient } from './signaling.js';
 import { Mesh } from './mesh.js';
+import { SfuCall } from './sfu.js';
 import { LocalMedia, explain } from './media.js';
 import * as ui from './ui.js';
 
 const NAME_KEY = 'switchboard.name';
 const ROOM_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
 const SELF = 'self';
+/** In `auto` mode a room moves from peer-to-peer to the SFU when it reaches this many people. */
+const SFU_FROM = 3;
 
 main();
 
@@ -130,17 +133,42 @@ async function enterRoom(room, name) {
 
   const media = new LocalMedia();
   const signaling = new SignalingClient({ room, name });
-  const relayOnly = new URLSearchParams(location.search).get('relay') === '1';
-  const mesh = new Mesh({ signaling, media, relayOnly });
+  const params = new URLSearchParams(location.search);
+  const relayOnly = params.get('relay') === '1';
+  // `?mode=p2p` or `?mode=sfu` forces a mode; otherwise a call is peer-to-peer until the room
+  // has SFU_FROM people, then everyone moves to the SFU (and stays there).
+  const mode = ['p2p', 'sfu'].includes(params.get('mode')) ? params.get('mode') : 'auto';
+  const ctx = { call: null, mode };
+  const makeCall = (kind) => kind === 'sfu'
+    ? new SfuCall({ signaling, media, relayOnly, viewSize: ui.videoSize })
+    : new Mesh({ signaling, media, relayOnly });
+  ctx.call = makeCall(mode === 'sfu' ? 'sfu' : 'p2p');
+  ctx.switchToSfu = (joining = []) => {
+    const old = ctx.call;
+    if (old instanceof SfuCall) return;
+    const peers = [...old.peers.values()].map((p) => ({ id: p.id, name: p.name })).concat(joining);
+    old.closeAll('moved to the SFU');
+    const call = makeCall('sfu');
+    ctx.call = call;
+    wireCall(call);
+    call.configure({ selfId: signaling.peerId, iceServers: signaling.iceServers });
+    for (const p of peers) call.ensurePeer(p.id, p.name);
+    ui.appendChat({ system: true, text: 'The call now goes through the server (SFU).' });
+  };
+  ctx.maybeSfu = () => {
+    if (ctx.mode === 'auto' && ctx.call.peers.size + 1 >= SFU_FROM) ctx.switchToSfu();
+  };
 
   window.switchboard = {
     room,
     name,
     get peerId() { return signaling.peerId; },
     get signalingState() { return signaling.state; },
-    peers: mesh.peers,
+    get peers() { return ctx.call.peers; },
+    get mesh() { return ctx.call; },
+    get call() { return ctx.call; },
+    get mode() { return ctx.call instanceof SfuCall ? 'sfu' : 'p2p'; },
     signaling,
-    mesh,
     media,
     mediaResult: null,
     /** performance.now() of milestones, for benchmarks. */
@@ -163,10 +191,10 @@ async function enterRoom(room, name) {
   refreshControls(media);
   refreshPickers(media);
 
-  wireSignaling(signaling, mesh, media);
-  wireMesh(mesh);
-  wireMedia(media, mesh);
-  wireControls(media, mesh, signaling, name, room);
+  wireSignaling(signaling, ctx, media);
+  wireCall(ctx.call);
+  wireMedia(media, ctx);
+  wireControls(media, ctx, signaling, name, room);
 
   signaling.start();
 }
@@ -208,8 +236,9 @@ async function refreshPickers(media) {
   }
 }
 
-function wireSignaling(signaling, mesh, media) {
+function wireSignaling(signaling, ctx, media) {
   signaling.addEventListener('welcome', (ev) => {
+    const mesh = ctx.call;
     const { msg, resumed, previous } = ev.detail;
     if (!resumed && previous) {
       // Our old session is gone (resume failed): those connections belong to a
@@ -222,7 +251,10 @@ function wireSignaling(signaling, mesh, media) {
     mesh.configure({ selfId: msg.peer, iceServers: signaling.iceServers });
     const peers = Array.isArray(msg.peers) ? msg.peers : [];
     if (resumed) mesh.reconcile(peers);
-    else for (const p of peers) mesh.ensurePeer(p.id, p.name, { initiator: true });
+    else if (ctx.mode === 'auto' && peers.length + 1 >= SFU_FROM && !(mesh instanceof SfuCall)) {
+      // Joining a room that is already big: straight to the SFU.
+      ctx.switchToSfu(peers);
+    } else for (const p of peers) mesh.ensurePeer(p.id, p.name, { initiator: true });
     ui.setError(null);
     document.body.dataset.peer = msg.peer;
   });
@@ -230,26 +262,27 @@ function wireSignaling(signaling, mesh, media) {
   signaling.addEventListener('peer_joined', (ev) => {
     const { id, name: who } = ev.detail.peer ?? {};
     if (!id || id === signaling.peerId) return;
-    mesh.ensurePeer(id, who);
+    ctx.call.ensurePeer(id, who);
+    ctx.maybeSfu();
     ui.appendChat({ system: true, text: `${who ?? 'Someone'} joined.` });
   });
 
   signaling.addEventListener('peer_left', (ev) => {
     const { peer: id, reason } = ev.detail;
-    const who = mesh.peers.get(id)?.name ?? 'Someone';
-    mesh.removePeer(id, reason);
+    const who = ctx.call.peers.get(id)?.name ?? 'Someone';
+    ctx.call.removePeer(id, reason);
     ui.appendChat({ system: true, text: reason === 'timeout' ? `${who} lost their connection.` : `${who} left.` });
   });
 
   signaling.addEventListener('signal', (ev) => {
     const { from } = ev.detail;
-    if (!mesh.peers.has(from)) {
+    if (!ctx.call.peers.has(from)) {
       // The server announces every peer (welcome/peer_joined) before relaying
       // its signals, so this is a late signal from someone who already left.
       console.warn('ignoring a signal from unknown peer', from);
       return;
     }
-    mesh.handleSignal(ev.detail);
+    ctx.call.handleSignal(ev.detail);
   });
 
   signaling.addEventListener('servererror', (ev) => {
@@ -274,7 +307,7 @@ function wireSignaling(signaling, mesh, media) {
   signaling.addEventListener('stopped', (ev) => {
     const { reason } = ev.detail;
     if (reason === 'left') return;
-    mesh.closeAll(reason);
+    ctx.call.closeAll(reason);
     ui.clearRemoteTiles();
     if (reason === 'replaced') {
       ui.setError('This call continued in another tab or window, so it was closed here.');
@@ -306,7 +339,7 @@ function describeError(code, message, signaling) {
   }
 }
 
-function wireMesh(mesh) {
+function wireCall(mesh) {
   mesh.addEventListener('peeradded', ({ detail: { peer } }) => {
     ui.ensureTile(peer.id, { name: peer.name });
     ui.setTileState(peer.id, peer.connectionState);
@@ -322,6 +355,8 @@ function wireMesh(mesh) {
   });
   mesh.addEventListener('remotestate', ({ detail: { peer } }) => ui.setTileMedia(peer.id, peer.remote));
   mesh.addEventListener('chat', ({ detail: { peer, text } }) => ui.appendChat({ from: peer.name, text }));
+  mesh.addEventListener('speaker', ({ detail: { id } }) => ui.setSpeaker(id));
+  mesh.addEventListener('error', ({ detail: { message } }) => ui.setError(message));
 }
 
 /** Records when the first remote video frame of `peer` was shown (performance.now()). */
@@ -334,29 +369,29 @@ function watchFirstFrame(peer, video) {
   else video.addEventListener('loadeddata', mark, { once: true });
 }
 
-function wireMedia(media, mesh) {
+function wireMedia(media, ctx) {
   media.addEventListener('trackchange', async ({ detail: { kind, track, ended } }) => {
     if (ended) {
       ui.setMediaNotice(`Your ${kind === 'video' ? 'camera' : 'microphone'} stopped working. ` +
         'Pick another device below; you can still see and hear everyone.');
     } else {
       ui.setMediaNotice(media.notice());
-      await mesh.setTrack(kind, track);
+      await ctx.call.setTrack(kind, track);
     }
     refreshSelf(media);
     refreshControls(media);
     refreshPickers(media);
-    mesh.sendMediaState();
+    ctx.call.sendMediaState();
   });
   media.addEventListener('mutechange', () => {
     refreshSelf(media);
     refreshControls(media);
-    mesh.sendMediaState();
+    ctx.call.sendMediaState();
   });
   media.addEventListener('devicechange', () => refreshPickers(media));
 }
 
-function wireControls(media, mesh, signaling, name, room) {
+function wireControls(media, ctx, signaling, name, room) {
   ui.els.micToggle().addEventListener('click', () => media.setMuted('audio', !media.muted.audio));
   ui.els.camToggle().addEventListener('click', () => media.setMuted('video', !media.muted.video));
 
@@ -374,9 +409,31 @@ function wireControls(media, mesh, signaling, name, room) {
   ui.els.camSelect().addEventListener('change', onPick('video'));
   ui.els.micSelect().addEventListener('change', onPick('audio'));
 
+  let screenTrack = null;
+  const stopScreen = async () => {
+    screenTrack?.stop();
+    screenTrack = null;
+    ui.els.screenToggle().textContent = 'Share screen';
+    await ctx.call.setScreen(null);
+  };
+  ui.els.screenToggle().addEventListener('click', async () => {
+    if (screenTrack) return stopScreen();
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      screenTrack = stream.getVideoTracks()[0];
+      screenTrack.addEventListener('ended', () => { if (screenTrack) stopScreen(); });
+      ui.els.screenToggle().textContent = 'Stop sharing';
+      await ctx.call.setScreen(screenTrack);
+      ui.setError(null);
+    } catch (err) {
+      screenTrack = null;
+      if (err?.name !== 'NotAllowedError') ui.setError(`Couldn't share the screen: ${explain(err)}`);
+    }
+  });
+
   ui.els.leave().addEventListener('click', () => {
     signaling.leave();
-    mesh.closeAll('left');
+    ctx.call.closeAll('left');
     media.stop();
     ui.clearRemoteTiles();
     document.getElementById('rejoin-link').href = `/r/${encodeURIComponent(room)}`;
@@ -388,10 +445,10 @@ function wireControls(media, mesh, signaling, name, room) {
     const input = ui.els.chatInput();
     const text = input.value.trim();
     if (!text) return;
-    const delivered = mesh.sendChat(text);
+    const delivered = ctx.call.sendChat(text);
     ui.appendChat({ from: name, text, self: true });
     if (delivered === 0) {
-      ui.appendChat({ system: true, text: mesh.peers.size ? 'Not delivered: still connecting to the others.' : 'Nobody else is here yet.' });
+      ui.appendChat({ system: true, text: ctx.call.peers.size ? 'Not delivered: still connecting to the others.' : 'Nobody else is here yet.' });
     }
     input.value = '';
   });

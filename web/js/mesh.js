@@ -108,6 +108,11 @@ export class Mesh extends EventTarget {
     await Promise.all([...this.peers.values()].map((p) => p.setTrack(kind, track)));
   }
 
+  /** Shares a screen in place of the camera (null: back to the camera). */
+  async setScreen(track) {
+    await this.setTrack('video', track ?? this.media.track('video') ?? null);
+  }
+
   /** Sends a chat line to every peer with an open channel; returns how many got it. */
   sendChat(text) {
     return this.broadcast({ type: 'chat', text });

@@ -221,6 +221,7 @@ export class SignalingClient extends EventTarget {
       case 'peer_joined': return this.emit('peer_joined', { peer: msg.peer });
       case 'peer_left': return this.emit('peer_left', { peer: msg.peer, reason: msg.reason });
       case 'signal': return this.emit('signal', msg);
+      case 'sfu': return this.emit('sfu', msg);
       case 'pong': return;
       case 'error': return this.onServerError(msg);
       default: console.warn('signaling: unknown frame type', msg.type);

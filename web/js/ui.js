@@ -19,6 +19,7 @@ export const els = {
   roomLabel: () => $('#room-label'),
   micToggle: () => $('#mic-toggle'),
   camToggle: () => $('#cam-toggle'),
+  screenToggle: () => $('#screen-toggle'),
   micSelect: () => $('#mic-select'),
   camSelect: () => $('#camera-select'),
   leave: () => $('#leave-btn'),
@@ -176,6 +177,22 @@ export function unmuteBlocked() {
 export function removeTile(id) {
   tileFor(id)?.remove();
   layout();
+}
+
+/** Highlights the tile of the active speaker (`null`: nobody). */
+export function setSpeaker(id) {
+  for (const t of els.tiles().querySelectorAll('.tile.speaking')) t.classList.remove('speaking');
+  if (id) tileFor(id)?.classList.add('speaking');
+}
+
+/** How large peer `id`'s video is shown, in device pixels ({width: 0, height: 0} when hidden). */
+export function videoSize(id) {
+  const video = tileFor(id)?.querySelector('video');
+  if (!video) return null;
+  const dpr = window.devicePixelRatio || 1;
+  const visible = video.offsetParent !== null && document.visibilityState === 'visible';
+  if (!visible) return { width: 0, height: 0 };
+  return { width: Math.round(video.clientWidth * dpr), height: Math.round(video.clientHeight * dpr) };
 }
 
 export function clearRemoteTiles() {

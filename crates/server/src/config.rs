@@ -30,6 +30,50 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Certificate and key for TLS listeners (today: TURN over TLS).
     pub tls: TlsConfig,
+    /// The SFU (group calls through the server, WHIP/WHEP).
+    pub sfu: SfuConfig,
+}
+
+/// The `[sfu]` table: the selective forwarding unit and its media port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SfuConfig {
+    /// Run it. Default true.
+    pub enabled: bool,
+    /// The one UDP port all SFU media uses. Default `127.0.0.1:7882`; port 0 lets the system
+    /// choose.
+    pub listen: SocketAddr,
+    /// Addresses put in answers as candidates (a public address in front of a NAT). Default:
+    /// the listening address, or every interface's address when that is 0.0.0.0.
+    pub announce: Vec<IpAddr>,
+    /// Most participants in one SFU room. Default 100.
+    pub max_per_room: usize,
+    /// Most SFU participants in total. Default 2000.
+    pub max_participants: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7882)),
+            announce: Vec::new(),
+            max_per_room: 100,
+            max_participants: 2000,
+        }
+    }
+}
+
+impl SfuConfig {
+    /// The SFU thread's settings.
+    pub fn settings(&self) -> crate::sfu_loop::SfuSettings {
+        crate::sfu_loop::SfuSettings {
+            listen: self.listen,
+            announce: self.announce.clone(),
+            max_per_room: self.max_per_room,
+            max_participants: self.max_participants,
+        }
+    }
 }
 
 /// The `[tls]` table: a certificate chain and private key in PEM files.
@@ -290,6 +334,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
             tls: TlsConfig::default(),
+            sfu: SfuConfig::default(),
         }
     }
 }
@@ -408,6 +453,13 @@ impl Config {
             10_000_000,
         )?;
         check("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
+        check("sfu.max_per_room", self.sfu.max_per_room, 1, 100_000)?;
+        check(
+            "sfu.max_participants",
+            self.sfu.max_participants,
+            1,
+            1_000_000,
+        )?;
         if self.turn.enabled {
             self.turn.settings(&self.tls)?;
         }

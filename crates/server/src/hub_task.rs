@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use signal::{ConnId, Frame, Hub, HubStats, Input, Output};
+use signal::protocol::SessionDescription;
+use signal::{ConnId, Frame, Hub, HubStats, Input, Output, PeerId, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -29,6 +30,18 @@ pub(crate) enum HubCommand {
     Shutdown,
     /// Report the hub's counters.
     Stats(oneshot::Sender<HubStats>),
+    /// The SFU's answer (or refusal) for a peer's `sfu` offer.
+    FromSfu {
+        peer: PeerId,
+        message: ServerMessage,
+    },
+}
+
+/// The SFU as the hub task sees it: where offers go, and how answers come back.
+#[derive(Clone)]
+pub(crate) struct SfuLink {
+    pub(crate) sfu: crate::sfu_loop::SfuHandle,
+    pub(crate) hub: mpsc::WeakSender<HubCommand>,
 }
 
 /// What the hub task tells a connection task.
@@ -41,7 +54,11 @@ pub(crate) enum Outgoing {
 }
 
 /// Runs the hub until every command sender is gone.
-pub(crate) async fn run(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) {
+pub(crate) async fn run(
+    mut hub: Hub,
+    mut commands: mpsc::Receiver<HubCommand>,
+    sfu: Option<SfuLink>,
+) {
     let mut links: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -64,10 +81,11 @@ pub(crate) async fn run(mut hub: Hub, mut commands: mpsc::Receiver<HubCommand>) 
                     let _ = reply.send(hub.stats());
                     continue;
                 }
+                Some(HubCommand::FromSfu { peer, message }) => Input::FromSfu { peer, message },
             },
             () = sleep_until(deadline) => Input::Timeout(Instant::now()),
         };
-        deadline = drive(&mut hub, &mut links, input);
+        deadline = drive(&mut hub, &mut links, input, sfu.as_ref());
     }
 }
 
@@ -77,6 +95,7 @@ fn drive(
     hub: &mut Hub,
     links: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
     input: Input,
+    sfu: Option<&SfuLink>,
 ) -> Option<Instant> {
     let mut pending = vec![input];
     let mut deadline = None;
@@ -110,6 +129,21 @@ fn drive(
                         let _ = tx.try_send(Outgoing::Close(code.code(), code.reason()));
                     }
                 }
+                Output::ToSfu { room, peer, sdp } => match sfu {
+                    Some(link) => offer_to_sfu(link.clone(), room, peer, sdp),
+                    None => pending.push(Input::FromSfu {
+                        peer,
+                        message: ServerMessage::Sfu {
+                            description: None,
+                            error: Some("this server runs no SFU".into()),
+                        },
+                    }),
+                },
+                Output::SfuLeft { room, peer } => {
+                    if let Some(link) = sfu {
+                        link.sfu.leave_label(&room, &peer.to_string());
+                    }
+                }
                 Output::Timeout(next) => {
                     deadline = next;
                     break;
@@ -118,6 +152,32 @@ fn drive(
         }
     }
     deadline
+}
+
+/// Hands an offer to the SFU thread and brings its answer back to the hub.
+fn offer_to_sfu(link: SfuLink, room: String, peer: PeerId, sdp: String) {
+    tokio::spawn(async move {
+        let result = link
+            .sfu
+            .join(&room, &peer.to_string(), sfu::Role::Member, sdp)
+            .await;
+        let message = match result {
+            Ok(joined) => ServerMessage::Sfu {
+                description: Some(SessionDescription {
+                    kind: "answer".into(),
+                    sdp: joined.answer,
+                }),
+                error: None,
+            },
+            Err(err) => ServerMessage::Sfu {
+                description: None,
+                error: Some(err.to_string()),
+            },
+        };
+        if let Some(hub) = link.hub.upgrade() {
+            let _ = hub.send(HubCommand::FromSfu { peer, message }).await;
+        }
+    });
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -7,8 +7,10 @@
 pub mod config;
 
 mod hub_task;
+pub mod sfu_loop;
 pub mod turn_loop;
 mod web;
+mod whip;
 mod ws;
 
 use std::future::Future;
@@ -25,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-pub use config::{Config, ConfigError, TlsConfig, TurnConfig};
+pub use config::{Config, ConfigError, SfuConfig, TlsConfig, TurnConfig};
+pub use sfu_loop::{SfuHandle, SfuSettings};
 pub use turn_loop::{TurnHandle, TurnSettings, TurnStatsReader};
 
 use crate::hub_task::HubCommand;
@@ -35,6 +38,14 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     turn: Option<RunningTurn>,
+    sfu: Option<RunningSfu>,
+}
+
+/// The SFU thread and what the HTTP side keeps about it.
+struct RunningSfu {
+    handle: SfuHandle,
+    sessions: whip::Sessions,
+    events: mpsc::UnboundedReceiver<sfu::SfuEvent>,
 }
 
 /// The built-in TURN server and what web clients are told about it.
@@ -76,6 +87,7 @@ struct AppState {
     hub: mpsc::Sender<HubCommand>,
     max_frame_bytes: usize,
     turn: Option<turn_loop::TurnStatsReader>,
+    sfu: Option<SfuHandle>,
 }
 
 impl Server {
@@ -93,10 +105,28 @@ impl Server {
         } else {
             None
         };
+        let sfu = if config.sfu.enabled {
+            let (events_tx, events) = mpsc::unbounded_channel();
+            let handle =
+                SfuHandle::start(&config.sfu.settings(), Some(events_tx)).map_err(|source| {
+                    ServeError::Bind {
+                        addr: config.sfu.listen,
+                        source,
+                    }
+                })?;
+            Some(RunningSfu {
+                handle,
+                sessions: whip::Sessions::default(),
+                events,
+            })
+        } else {
+            None
+        };
         Ok(Server {
             listener,
             config,
             turn,
+            sfu,
         })
     }
 
@@ -108,6 +138,11 @@ impl Server {
     /// The TURN listening address, when TURN runs.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.turn.as_ref().map(|t| t.handle.local_addr())
+    }
+
+    /// The SFU's media port, when the SFU runs.
+    pub fn sfu_addr(&self) -> Option<SocketAddr> {
+        self.sfu.as_ref().map(|s| s.handle.local_addr())
     }
 
     /// The TURN-over-TLS listening address, when configured.
@@ -129,13 +164,38 @@ impl Server {
         }
         let hub = Hub::new(hub_config, seed);
         let (hub_tx, hub_rx) = mpsc::channel(4096);
-        let hub_task = tokio::spawn(hub_task::run(hub, hub_rx));
+        let link = self.sfu.as_ref().map(|s| hub_task::SfuLink {
+            sfu: s.handle.clone(),
+            hub: hub_tx.downgrade(),
+        });
+        let hub_task = tokio::spawn(hub_task::run(hub, hub_rx, link));
         let state = AppState {
             hub: hub_tx.clone(),
             max_frame_bytes: self.config.signaling.max_frame_bytes,
             turn: self.turn.as_ref().map(|t| t.handle.stats_reader()),
+            sfu: self.sfu.as_ref().map(|s| s.handle.clone()),
         };
-        let app = router(state);
+        let mut app = router(state);
+        let mut sfu_handle = None;
+        if let Some(RunningSfu {
+            handle,
+            sessions,
+            mut events,
+        }) = self.sfu
+        {
+            let forget = sessions.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    tracing::debug!(?event, "sfu");
+                    forget.forget_on(&event);
+                }
+            });
+            app = app.merge(whip::routes(whip::WhipState {
+                sfu: handle.clone(),
+                sessions,
+            }));
+            sfu_handle = Some(handle);
+        }
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
         let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
         let signal_hub = hub_tx.clone();
@@ -165,6 +225,9 @@ impl Server {
         hub_task.abort();
         if let Some(turn) = self.turn {
             let _ = turn.handle.shutdown();
+        }
+        if let Some(sfu) = sfu_handle {
+            sfu.shutdown();
         }
         result
     }
@@ -246,6 +309,7 @@ fn router(state: AppState) -> Router {
         .route("/r/{room}", get(web::index))
         .route("/send", get(web::send_page))
         .route("/recv/{code}", get(web::recv_page))
+        .route("/watch/{room}", get(web::watch_page))
         .fallback(get(web::file))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -287,6 +351,25 @@ async fn healthz(State(state): State<AppState>) -> Response {
             t.denied_peers,
             t.unroutable_dropped,
             t.bandwidth_dropped,
+        );
+    }
+    if let Some(sfu) = &state.sfu {
+        let s = sfu.stats();
+        let _ = write!(
+            body,
+            "sfu_rooms {}\nsfu_participants {}\nsfu_tracks {}\nsfu_datagrams_in {}\n\
+             sfu_datagrams_out {}\nsfu_media_forwarded {}\nsfu_keyframe_requests {}\n\
+             sfu_unroutable {}\nsfu_rejected_inputs {}\nsfu_dropped_participants {}\n",
+            s.rooms,
+            s.participants,
+            s.tracks,
+            s.datagrams_in,
+            s.datagrams_out,
+            s.media_forwarded,
+            s.keyframe_requests,
+            s.unroutable,
+            s.rejected_inputs,
+            s.dropped_participants,
         );
     }
     body.into_response()

@@ -25,6 +25,11 @@ pub(crate) async fn recv_page(headers: HeaderMap) -> Response {
     asset("recv.html", &headers)
 }
 
+/// The live-stream viewer, for `/watch/{room}`.
+pub(crate) async fn watch_page(headers: HeaderMap) -> Response {
+    asset("watch.html", &headers)
+}
+
 /// Any other file of the app, by path.
 pub(crate) async fn file(uri: Uri, headers: HeaderMap) -> Response {
     asset(uri.path().trim_start_matches('/'), &headers)

@@ -27,6 +27,7 @@ async fn start(config: Config) -> Running {
         ..config
     };
     config.turn.listen = "127.0.0.1:0".parse().unwrap();
+    config.sfu.listen = "127.0.0.1:0".parse().unwrap();
     let server = Server::bind(config).await.unwrap();
     let addr = server.http_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -82,7 +82,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             max_frame_bytes: 64 * 1024,
-            max_peers_per_room: 6,
+            max_peers_per_room: 50,
             messages_per_second: 50,
             message_burst: 100,
             resume_grace: Duration::from_secs(30),
@@ -139,6 +139,13 @@ pub enum Input {
     Timeout(Instant),
     /// The server is shutting down: every connection is closed with 1001.
     Shutdown,
+    /// A message from the SFU for one peer (its answer); dropped when the peer is detached.
+    FromSfu {
+        /// To whom.
+        peer: PeerId,
+        /// The message, normally [`ServerMessage::Sfu`].
+        message: ServerMessage,
+    },
 }
 
 /// What the glue must do, from [`Hub::poll_output`].
@@ -149,6 +156,22 @@ pub enum Output {
     Send(ConnId, ServerMessage),
     /// Close this connection with this code and reason; the hub has already forgotten it.
     Close(ConnId, CloseCode),
+    /// A peer sent the SFU an offer: answer it with [`Input::FromSfu`].
+    ToSfu {
+        /// The peer's room.
+        room: String,
+        /// Who.
+        peer: PeerId,
+        /// The offer's SDP.
+        sdp: String,
+    },
+    /// A peer left its room: the SFU drops it if it has it.
+    SfuLeft {
+        /// The room.
+        room: String,
+        /// Who.
+        peer: PeerId,
+    },
     /// Nothing more to do until this deadline (`None`: until the next input).
     Timeout(Option<Instant>),
 }
@@ -324,6 +347,11 @@ impl Hub {
                 }
             }
             Input::Timeout(now) => self.on_timeout(now),
+            Input::FromSfu { peer, message } => {
+                if let Some(conn) = self.peers.get(&peer).and_then(|p| p.conn) {
+                    self.outputs.push_back(Output::Send(conn, message));
+                }
+            }
             Input::Shutdown => {
                 let all: Vec<ConnId> = self.conns.keys().copied().collect();
                 for conn in all {
@@ -431,6 +459,21 @@ impl Hub {
         match protocol::parse_client_frame(&text) {
             Ok(ClientMessage::Join(join)) => self.on_join(conn_id, join, now),
             Ok(ClientMessage::Signal(signal)) => self.on_signal(conn_id, signal),
+            Ok(ClientMessage::Sfu(offer)) => {
+                let joined = self
+                    .conns
+                    .get(&conn_id)
+                    .and_then(|c| c.peer)
+                    .and_then(|peer| Some((peer, self.peers.get(&peer)?.room.as_str().to_owned())));
+                match joined {
+                    Some((peer, room)) => self.outputs.push_back(Output::ToSfu {
+                        room,
+                        peer,
+                        sdp: offer.description.sdp,
+                    }),
+                    None => self.send_error(conn_id, ErrorCode::NotJoined, "join a room first"),
+                }
+            }
             Ok(ClientMessage::Leave) => {
                 match self.conns.get_mut(&conn_id).and_then(|c| c.peer.take()) {
                     Some(peer) => self.remove_peer(peer, LeaveReason::Left),
@@ -761,6 +804,10 @@ impl Hub {
             None => Vec::new(),
         };
         debug!(peer = %id, room = %peer.room, ?reason, "left");
+        self.outputs.push_back(Output::SfuLeft {
+            room: peer.room.as_str().to_owned(),
+            peer: id,
+        });
         for other in others {
             if let Some(p) = self.peers.get_mut(&other) {
                 p.queued

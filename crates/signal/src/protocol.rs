@@ -36,6 +36,13 @@ impl Serialize for PeerId {
     }
 }
 
+/// The `sfu` message from a client: an offer to the server's SFU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuOffer {
+    /// Must be an `offer` with a non-empty SDP.
+    pub description: SessionDescription,
+}
+
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -45,6 +52,9 @@ pub enum ClientMessage {
     Join(Join),
     /// An SDP description or ICE candidate for one peer.
     Signal(SignalTo),
+    /// An SDP offer for the server's SFU: the sender takes part in its room through the
+    /// server instead of (or besides) the mesh. Answered with a `sfu` message.
+    Sfu(SfuOffer),
     /// Leave the room.
     Leave,
     /// Keepalive; answered with `pong`.
@@ -185,6 +195,15 @@ pub enum ServerMessage {
         /// The `ping`'s id.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// The SFU's answer to a `sfu` offer, or why it could not answer.
+    Sfu {
+        /// The answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<SessionDescription>,
+        /// Why there is no answer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// Something the client sent was refused.
     Error {
@@ -333,7 +352,7 @@ impl FrameError {
     }
 }
 
-const CLIENT_TYPES: [&str; 4] = ["join", "signal", "leave", "ping"];
+const CLIENT_TYPES: [&str; 5] = ["join", "signal", "sfu", "leave", "ping"];
 
 /// Parses one text frame from a client and checks the shape of a `signal`.
 pub fn parse_client_frame(text: &str) -> Result<ClientMessage, FrameError> {
@@ -343,6 +362,14 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMessage, FrameError> {
     };
     if let ClientMessage::Signal(signal) = &message {
         check_signal_payload(&signal.payload)?;
+    }
+    if let ClientMessage::Sfu(offer) = &message
+        && (offer.description.kind != "offer" || offer.description.sdp.is_empty())
+    {
+        return Err(FrameError::new(
+            ErrorCode::BadSignal,
+            "sfu carries an offer with a non-empty sdp",
+        ));
     }
     Ok(message)
 }

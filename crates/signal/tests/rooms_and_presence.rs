@@ -19,7 +19,7 @@ fn joiner_gets_its_id_and_the_current_peers() {
     assert_eq!(welcome["name"], "Grace");
     assert_eq!(welcome["resumed"], false);
     assert_eq!(welcome["peers"], json!([{"id": ada, "name": "Ada"}]));
-    assert_eq!(welcome["limits"]["max_peers_per_room"], 6);
+    assert_eq!(welcome["limits"]["max_peers_per_room"], 50);
     assert_eq!(welcome["resume_token"].as_str().unwrap().len(), 22);
     assert_ne!(welcome["peer"], json!(ada));
     let joined = sim.last(1);

@@ -24,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: web app, WebSocket signaling, STUN/TURN, health check.

@@ -63,6 +63,20 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     no_turn: bool,
 
+    /// The SFU's media port (UDP), shared by every call through the server; port 0 lets the
+    /// system choose [default: 127.0.0.1:7882]
+    #[arg(long, value_name = "ADDR:PORT")]
+    media: Option<std::net::SocketAddr>,
+
+    /// Address to announce for the media port when clients reach it through a NAT or under
+    /// another address (repeatable) [default: the media address]
+    #[arg(long = "media-announce", value_name = "IP")]
+    media_announce: Vec<std::net::IpAddr>,
+
+    /// Do not run the SFU (no group calls through the server, no WHIP/WHEP)
+    #[arg(long)]
+    no_sfu: bool,
+
     #[command(flatten)]
     turn: TurnArgs,
 }
@@ -86,6 +100,13 @@ impl ServeArgs {
         set(&mut config.shutdown_grace_secs, self.shutdown_grace_secs);
         if self.no_turn {
             config.turn.enabled = false;
+        }
+        set(&mut config.sfu.listen, self.media);
+        if !self.media_announce.is_empty() {
+            config.sfu.announce = self.media_announce;
+        }
+        if self.no_sfu {
+            config.sfu.enabled = false;
         }
         self.turn.apply(&mut config.turn, &mut config.tls);
         if !self.ice_servers.is_empty() {
@@ -128,6 +149,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(tls) = server.turn_tls_addr() {
             println!("switchboard: TURN listening on {tls} (tls)");
+        }
+        if let Some(media) = server.sfu_addr() {
+            println!("switchboard: SFU media on {media} (udp)");
         }
         server.run(shutdown_signal()).await?;
         info!("stopped");

@@ -39,7 +39,10 @@ export function serverBinary() {
 function defaultServerArgs(bin) {
   if (process.env.E2E_SERVER_ARGS != null) return process.env.E2E_SERVER_ARGS.split(/\s+/).filter(Boolean);
   const help = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
-  return /--turn <ADDR/.test(help.stdout ?? '') ? ['--turn', '127.0.0.1:0'] : [];
+  const out = help.stdout ?? '';
+  const args = /--turn <ADDR/.test(out) ? ['--turn', '127.0.0.1:0'] : [];
+  if (/--media <ADDR/.test(out)) args.push('--media', '127.0.0.1:0');
+  return args;
 }
 
 /**

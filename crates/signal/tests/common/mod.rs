@@ -13,6 +13,8 @@ pub struct Sim {
     pub inbox: HashMap<u64, Vec<Value>>,
     pub closed: HashMap<u64, CloseCode>,
     pub deadline: Option<Instant>,
+    /// What the hub handed to the SFU: `(room, peer, Some(offer sdp))`, or `None` for a leave.
+    pub sfu: Vec<(String, String, Option<String>)>,
 }
 
 impl Sim {
@@ -23,6 +25,7 @@ impl Sim {
             inbox: HashMap::new(),
             closed: HashMap::new(),
             deadline: None,
+            sfu: Vec::new(),
         }
     }
 
@@ -36,6 +39,12 @@ impl Sim {
                 }
                 Output::Close(conn, code) => {
                     self.closed.insert(conn.0, code);
+                }
+                Output::ToSfu { room, peer, sdp } => {
+                    self.sfu.push((room, peer.to_string(), Some(sdp)));
+                }
+                Output::SfuLeft { room, peer } => {
+                    self.sfu.push((room, peer.to_string(), None));
                 }
                 Output::Timeout(deadline) => {
                     self.deadline = deadline;
