@@ -17,7 +17,7 @@ test('denied camera and mic: receive-only with a notice', { timeout: 120_000 }, 
     const denying = await launchBrowser({ fakeUi: false, deny: true });
     ctx.cleanup.push(() => denying.close());
     const room = roomName('deny');
-    const url = (name) => `${ctx.server.url}/r/${room}?name=${name}`;
+    const url = (name) => `${ctx.server.url}/r/${room}?mode=p2p&name=${name}`;
 
     const ann = await openPage(browser, url('Ann'), { label: 'ann' });
     const ben = await openPage(browser, url('Ben'), { label: 'ben' });

@@ -192,7 +192,7 @@ test('junk at the media port and bad offers harm nobody', { timeout: 90_000 }, a
   });
 });
 
-test('WHEP: the /watch page plays a room member; WHIP from a browser reaches another viewer', { timeout: 120_000 }, async () => {
+test('WHIP from a browser plays on the /watch page (WHEP); after DELETE the viewer moves to a room member', { timeout: 120_000 }, async () => {
   await withServer(async (ctx) => {
     const browser = await launchBrowser();
     ctx.cleanup.push(() => browser.close());
@@ -223,5 +223,51 @@ test('WHEP: the /watch page plays a room member; WHIP from a browser reaches ano
     assert.equal((await fetch(`${ctx.server.url}${location}`, { method: 'DELETE' })).status, 200);
     assert.equal((await fetch(`${ctx.server.url}${location}`, { method: 'DELETE' })).status, 404);
     await pollUntil(async () => (await healthz(ctx.server.url)).sfu_tracks === 0, { what: 'the published tracks gone' });
+
+    // Someone joins the room with a camera: the same viewer now plays them.
+    const member = await openPage(browser, `${ctx.server.url}/r/${room}?mode=sfu&name=Cam`, { label: 'member' });
+    ctx.pages.push(member);
+    const before = await viewer.evaluate(() => window.switchboardWatch.framesDecoded());
+    await pollUntil(async () => (await viewer.evaluate(() => window.switchboardWatch.framesDecoded())) > before + 30,
+      { timeoutMs: 30_000, what: "the /watch page decoding the member's camera" });
+  });
+});
+
+test('ICE-TCP: a WHEP viewer given only the TCP candidate plays over TCP', { timeout: 90_000 }, async () => {
+  await withServer(async (ctx) => {
+    const browser = await launchBrowser();
+    ctx.cleanup.push(() => browser.close());
+    const room = roomName('tcp');
+    const member = await openPage(browser, `${ctx.server.url}/r/${room}?mode=sfu&name=Cam`, { label: 'member' });
+    ctx.pages.push(member);
+    const viewer = await openPage(browser, `${ctx.server.url}/watch/unused-${room}`, { label: 'tcp-viewer' });
+    ctx.pages.push(viewer);
+    const candidates = await viewer.evaluate(async (r) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      await pc.setLocalDescription(await pc.createOffer());
+      const res = await fetch(`/whep/${r}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+      const answer = await res.text();
+      // As if UDP to the server were blocked: keep only the TCP candidates.
+      const tcpOnly = answer.split('\r\n').filter((l) => !(l.startsWith('a=candidate:') && / udp /i.test(l))).join('\r\n');
+      await pc.setRemoteDescription({ type: 'answer', sdp: tcpOnly });
+      window.tcpPc = pc;
+      return answer.split('\r\n').filter((l) => l.startsWith('a=candidate:'));
+    }, room);
+    assert.ok(candidates.some((c) => / tcp /i.test(c) && /tcptype passive/.test(c)), `a passive TCP candidate in ${candidates}`);
+    const result = await pollUntil(() => viewer.evaluate(async () => {
+      const stats = await window.tcpPc.getStats();
+      let frames = 0;
+      let protocol = null;
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded ?? 0;
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+          protocol = stats.get(s.remoteCandidateId)?.protocol ?? null;
+        }
+      });
+      return frames > 10 ? { frames, protocol } : false;
+    }), { timeoutMs: 30_000, what: 'the TCP-only viewer decoding' });
+    assert.equal(result.protocol, 'tcp');
   });
 });

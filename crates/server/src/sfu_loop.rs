@@ -1,10 +1,13 @@
 //! Drives the sans-IO [`sfu::Sfu`] on one dedicated thread that owns the media port.
 //!
-//! One `mio` poll watches the UDP socket and a waker; the HTTP and signaling side send
+//! One `mio` poll watches the UDP socket, the ICE-TCP listener on the same port number (RFC 6544,
+//! each packet framed by a 2-byte length, RFC 4571) with its connections, and a waker; the HTTP
+//! and signaling side send
 //! [`Command`]s (join with an offer, leave) through a channel and wake the thread. Every
 //! datagram goes to the core, and its outputs are sent before the next one is read.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -12,18 +15,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use net::batch::RecvBatch;
 use sfu::{
     Input, Joined, Output, ParticipantId, Protocol, Role, Sfu, SfuConfig, SfuError, SfuEvent,
     SfuStats,
 };
+use slab::Slab;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 const UDP: Token = Token(0);
 const WAKER: Token = Token(1);
+const TCP_LISTENER: Token = Token(2);
+const CONN_BASE: usize = 1 << 20;
+/// Most ICE-TCP connections at once.
+const MAX_TCP_CONNS: usize = 4096;
+/// An ICE-TCP connection whose unsent output exceeds this is closed (it stopped reading).
+const MAX_TCP_BACKLOG: usize = 2 << 20;
 /// How often the shared counters are refreshed.
 const STATS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -94,6 +104,20 @@ impl SfuHandle {
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
+        // ICE-TCP on the same port number; if TCP cannot have it, UDP still works.
+        let tcp = match std::net::TcpListener::bind(addr) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                let mut listener = TcpListener::from_std(listener);
+                poll.registry()
+                    .register(&mut listener, TCP_LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            Err(err) => {
+                warn!(%addr, %err, "no ICE-TCP for the SFU: cannot listen on TCP");
+                None
+            }
+        };
         let candidates = candidate_addresses(addr, &settings.announce);
         if candidates.is_empty() {
             return Err(io::Error::other(format!(
@@ -101,6 +125,11 @@ impl SfuHandle {
             )));
         }
         let config = SfuConfig {
+            tcp_candidates: if tcp.is_some() {
+                candidates.clone()
+            } else {
+                Vec::new()
+            },
             candidates: candidates.clone(),
             max_per_room: settings.max_per_room,
             max_participants: settings.max_participants,
@@ -126,6 +155,9 @@ impl SfuHandle {
             batch: RecvBatch::new(),
             deadline: None,
             send_errors: 0,
+            tcp,
+            conns: Slab::new(),
+            conn_by_peer: HashMap::new(),
         };
         let thread = std::thread::Builder::new()
             .name("sfu".into())
@@ -133,7 +165,7 @@ impl SfuHandle {
         if let Ok(mut slot) = inner.thread.lock() {
             *slot = Some(thread);
         }
-        info!(%addr, candidates = ?candidates, "SFU media port listening (udp)");
+        info!(%addr, candidates = ?candidates, "SFU media port listening (udp, tcp)");
         Ok(SfuHandle { inner })
     }
 
@@ -254,6 +286,18 @@ struct EventLoop {
     batch: RecvBatch,
     deadline: Option<Instant>,
     send_errors: u64,
+    tcp: Option<TcpListener>,
+    conns: Slab<TcpConn>,
+    conn_by_peer: HashMap<SocketAddr, usize>,
+}
+
+/// One ICE-TCP connection: RFC 4571 frames in and out.
+struct TcpConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    writable: bool,
 }
 
 impl EventLoop {
@@ -276,6 +320,8 @@ impl EventLoop {
                 match event.token() {
                     UDP => self.read_udp(),
                     WAKER => self.read_commands(),
+                    TCP_LISTENER => self.accept(),
+                    Token(t) if t >= CONN_BASE => self.service_tcp(t - CONN_BASE),
                     _ => {}
                 }
             }
@@ -316,13 +362,7 @@ impl EventLoop {
                     destination: self.addr,
                     contents,
                 });
-                drain(
-                    &mut self.sfu,
-                    &self.socket,
-                    &self.events,
-                    &mut self.deadline,
-                    &mut self.send_errors,
-                );
+                self.drain();
             }
         }
     }
@@ -368,41 +408,178 @@ impl EventLoop {
         }
     }
 
+    fn accept(&mut self) {
+        let Some(listener) = &self.tcp else { return };
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    debug!(%err, "ICE-TCP accept failed");
+                    return;
+                }
+            };
+            if self.conns.len() >= MAX_TCP_CONNS {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let index = entry.key();
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(CONN_BASE + index), Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            entry.insert(TcpConn {
+                stream,
+                peer,
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                writable: false,
+            });
+            self.conn_by_peer.insert(peer, index);
+        }
+    }
+
+    fn service_tcp(&mut self, index: usize) {
+        let mut buf = [0u8; 16 * 1024];
+        let mut closed = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
+            match conn.stream.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => conn.inbuf.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+            self.deliver_frames(index);
+        }
+        self.deliver_frames(index);
+        if let Some(conn) = self.conns.get_mut(index) {
+            flush_tcp(conn, &self.poll, index);
+        }
+        if closed {
+            self.close_tcp(index);
+        }
+    }
+
+    /// Hands every complete RFC 4571 frame of a connection to the SFU.
+    fn deliver_frames(&mut self, index: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else {
+                return;
+            };
+            if conn.inbuf.len() < 2 {
+                return;
+            }
+            let len = usize::from(u16::from_be_bytes([conn.inbuf[0], conn.inbuf[1]]));
+            if conn.inbuf.len() < 2 + len {
+                return;
+            }
+            let frame: Vec<u8> = conn.inbuf.drain(..2 + len).skip(2).collect();
+            let source = conn.peer;
+            self.sfu.handle_input(Input::Receive {
+                now: Instant::now(),
+                proto: Protocol::Tcp,
+                source,
+                destination: self.addr,
+                contents: &frame,
+            });
+            self.drain();
+        }
+    }
+
+    fn close_tcp(&mut self, index: usize) {
+        if self.conns.contains(index) {
+            let mut conn = self.conns.remove(index);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.conn_by_peer.remove(&conn.peer);
+        }
+    }
+
     fn drain(&mut self) {
-        drain(
-            &mut self.sfu,
-            &self.socket,
-            &self.events,
-            &mut self.deadline,
-            &mut self.send_errors,
-        );
+        let mut overflowing = Vec::new();
+        loop {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) if t.proto == Protocol::Tcp => {
+                    let Some(&index) = self.conn_by_peer.get(&t.destination) else {
+                        self.send_errors += 1;
+                        continue;
+                    };
+                    let Some(conn) = self.conns.get_mut(index) else {
+                        continue;
+                    };
+                    let Ok(len) = u16::try_from(t.contents.len()) else {
+                        continue;
+                    };
+                    conn.outbuf.extend_from_slice(&len.to_be_bytes());
+                    conn.outbuf.extend_from_slice(&t.contents);
+                    flush_tcp(conn, &self.poll, index);
+                    if conn.outbuf.len() > MAX_TCP_BACKLOG {
+                        overflowing.push(index);
+                    }
+                }
+                Output::Transmit(t) => {
+                    if let Err(err) = self.socket.send_to(&t.contents, t.destination) {
+                        self.send_errors += 1;
+                        debug!(%err, to = %t.destination, "SFU send failed");
+                    }
+                }
+                Output::Event(event) => {
+                    if let Some(events) = &self.events {
+                        let _ = events.send(event);
+                    }
+                }
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    break;
+                }
+            }
+        }
+        for index in overflowing {
+            debug!("closing an ICE-TCP connection that stopped reading");
+            self.close_tcp(index);
+        }
     }
 }
 
-fn drain(
-    sfu: &mut Sfu,
-    socket: &UdpSocket,
-    events: &Option<tokio::sync::mpsc::UnboundedSender<SfuEvent>>,
-    deadline: &mut Option<Instant>,
-    send_errors: &mut u64,
-) {
-    loop {
-        match sfu.poll_output() {
-            Output::Transmit(t) => {
-                if let Err(err) = socket.send_to(&t.contents, t.destination) {
-                    *send_errors += 1;
-                    debug!(%err, to = %t.destination, "SFU send failed");
-                }
+/// Writes what the connection can take; asks for a writable event when the rest must wait.
+fn flush_tcp(conn: &mut TcpConn, poll: &Poll, index: usize) {
+    while !conn.outbuf.is_empty() {
+        match conn.stream.write(&conn.outbuf) {
+            Ok(0) => break,
+            Ok(n) => {
+                conn.outbuf.drain(..n);
             }
-            Output::Event(event) => {
-                if let Some(events) = events {
-                    let _ = events.send(event);
-                }
-            }
-            Output::Timeout(at) => {
-                *deadline = at;
-                break;
-            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let want = !conn.outbuf.is_empty();
+    if want != conn.writable {
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if poll
+            .registry()
+            .reregister(&mut conn.stream, Token(CONN_BASE + index), interest)
+            .is_ok()
+        {
+            conn.writable = want;
         }
     }
 }

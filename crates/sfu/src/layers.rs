@@ -187,6 +187,13 @@ impl LayerState {
         self.current.as_deref()
     }
 
+    /// Forgets what is forwarded (the m-line gets another publisher) but not the RTP time, so
+    /// the next stream continues the timeline.
+    pub(crate) fn rebind(&mut self) {
+        self.current = None;
+        self.target = None;
+    }
+
     /// Sets the wanted layer; returns true when a keyframe of it is needed to switch.
     pub(crate) fn set_target(&mut self, rid: Option<&str>) -> bool {
         self.target = rid.map(str::to_owned);
@@ -341,5 +348,29 @@ mod tests {
         assert_eq!(out, 6940 + 3060);
         assert_eq!(s.admit("q", false, 9910, 90_000, t3), Verdict::Drop);
         assert_eq!(s.pending(), None);
+    }
+
+    #[test]
+    fn another_publisher_on_the_same_m_line_continues_the_timeline() {
+        let start = Instant::now();
+        let mut s = LayerState::default();
+        s.set_target(Some(""));
+        assert_eq!(
+            s.admit("", true, 50_000, 90_000, start),
+            Verdict::Forward(50_000)
+        );
+        s.rebind();
+        s.set_target(Some(""));
+        let later = start + Duration::from_millis(1000);
+        // A new source with an unrelated timestamp: 1 s later on the outgoing timeline.
+        assert_eq!(s.admit("", false, 7, 90_000, later), Verdict::Drop);
+        assert_eq!(
+            s.admit("", true, 7, 90_000, later),
+            Verdict::Forward(140_000)
+        );
+        assert_eq!(
+            s.admit("", false, 3007, 90_000, later),
+            Verdict::Forward(143_000)
+        );
     }
 }

@@ -47,8 +47,10 @@ const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 /// What the SFU needs to know; every field has a default.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
-    /// Host candidates announced in answers: the media port's addresses.
+    /// Host candidates announced in answers: the media port's addresses (UDP).
     pub candidates: Vec<SocketAddr>,
+    /// Passive ICE-TCP candidates (RFC 6544), for clients that cannot send UDP to the server.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// Most participants in one room. Default 100.
     pub max_per_room: usize,
     /// Most participants in total. Default 2000.
@@ -61,6 +63,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             candidates: Vec::new(),
+            tcp_candidates: Vec::new(),
             max_per_room: 100,
             max_participants: 2000,
             initial_bandwidth: 1_500_000,
@@ -429,6 +432,19 @@ impl Sfu {
                     rtc.add_local_candidate(c);
                 }
                 Err(e) => warn!(%addr, "unusable media address: {e}"),
+            }
+        }
+        for addr in &self.config.tcp_candidates {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build();
+            match candidate {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => warn!(%addr, "unusable media address (tcp): {e}"),
             }
         }
         let answer = catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(offer)))
@@ -904,7 +920,7 @@ impl Sfu {
             for out in p.outs.iter_mut().filter(|o| o.track.is_none()) {
                 if let Some((t, _, _)) = candidates.iter().find(|(_, k, _)| *k == out.kind) {
                     out.track = Some(*t);
-                    out.layer = LayerState::default();
+                    out.layer.rebind();
                     out.next_choice = None;
                     if out.kind == MediaKind::Video {
                         wanted.push(*t);
@@ -931,6 +947,10 @@ impl Sfu {
             self.announce(track, now);
         }
         let keyframe = is_keyframe(&data);
+        let keyframes_known = matches!(
+            data.codec_extra,
+            str0m::format::CodecExtra::Vp8(_) | str0m::format::CodecExtra::H264(_)
+        );
         let rid: Option<String> = data.rid.map(|r| r.to_string());
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
@@ -984,8 +1004,8 @@ impl Sfu {
                 if out.track != Some(track) {
                     continue;
                 }
-                let out_time = if simulcast {
-                    let Some(rid) = rid.as_deref() else { continue };
+                let layer = rid.as_deref().unwrap_or("");
+                if simulcast {
                     if out.view == Some((0, 0)) {
                         continue;
                     }
@@ -997,12 +1017,15 @@ impl Sfu {
                             keyframes_wanted.extend(choice.map(str::to_owned));
                         }
                     }
-                    match out.layer.admit(rid, keyframe, time, clock, now) {
-                        Verdict::Forward(t) => t,
-                        Verdict::Drop => continue,
-                    }
-                } else {
-                    time
+                } else if out.layer.current().is_none() && out.layer.pending().is_none() {
+                    out.layer.set_target(Some(layer));
+                }
+                // Every stream starts (and every switch happens) at a keyframe, and its RTP time
+                // continues the m-line's, whichever publisher or layer it comes from.
+                let starts = keyframe || kind == MediaKind::Audio || !keyframes_known;
+                let out_time = match out.layer.admit(layer, starts, time, clock, now) {
+                    Verdict::Forward(t) => t,
+                    Verdict::Drop => continue,
                 };
                 let Some(writer) = sub.rtc.writer(mid) else {
                     continue;
@@ -1315,7 +1338,7 @@ impl Sfu {
                 touched = true;
                 if p.role == Role::Viewer {
                     out.track = None;
-                    out.layer = LayerState::default();
+                    out.layer.rebind();
                     continue;
                 }
                 out.state = match out.state {
