@@ -1,0 +1,233 @@
+//! `switchboard stream` and `switchboard loadtest` against a real `switchboard serve`: files
+//! published through WHIP reach a WHEP viewer through the SFU byte for byte, and a load test
+//! through the SFU reports its subscribers connected and receiving.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use peer::media::{MediaEvent, MediaKind, MediaSession, Role};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A child process whose output is collected in the background; killed on drop.
+struct Proc {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("SWITCHBOARD_LOG", "warn")
+            .env_remove("SWITCHBOARD_SERVER")
+            .env_remove("SWITCHBOARD_CONFIG")
+            .env_remove("SWITCHBOARD_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Proc { child, output }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn wait_for_output(&self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "never printed {needle:?}; output:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT, then the exit status (as Ctrl-C would end it).
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit; output:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `switchboard serve` with every port chosen by the system; returns it with its base URL.
+fn serve() -> (Proc, String) {
+    let server = Proc::spawn(&[
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--turn",
+        "127.0.0.1:0",
+        "--media",
+        "127.0.0.1:0",
+    ]);
+    server.wait_for_output("listening on http://");
+    let output = server.output();
+    let url = output
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (server, url)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../media-file/tests/data")
+        .join(name)
+}
+
+/// The VP8 frames of the fixture, as the file holds them.
+fn file_frames() -> Vec<Vec<u8>> {
+    let mut reader = media_file::Ivf::new();
+    reader
+        .push(&std::fs::read(fixture("vp8.ivf")).unwrap())
+        .unwrap();
+    reader.finish();
+    std::iter::from_fn(|| reader.next_frame().unwrap().map(|f| f.data)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_to_a_whep_viewer_through_the_sfu() {
+    let (_server, url) = serve();
+    let mut stream = Proc::spawn(&[
+        "stream",
+        "--loop",
+        "--quiet",
+        "--room",
+        "stage",
+        "--server",
+        &url,
+        fixture("vp8.ivf").to_str().unwrap(),
+        fixture("opus.ogg").to_str().unwrap(),
+    ]);
+    // The viewer comes once the publisher is in.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let endpoint = peer::whip::endpoint(&url, "whep", "stage");
+    let local = peer::whip::local_ip_for(&endpoint).await.unwrap();
+    let (mut viewer, offer) = MediaSession::offer(Role::Play, local).unwrap();
+    let session = peer::whip::post_offer(&endpoint, None, &offer)
+        .await
+        .unwrap();
+    viewer.accept_answer(&session.answer).unwrap();
+    let expected = file_frames();
+    let (mut video, mut audio, mut matching, mut keyframe_seen) = (0, 0, 0, false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (matching < 20 || audio < 50) && Instant::now() < deadline {
+        match viewer.next_event(Some(deadline)).await {
+            MediaEvent::Frame(frame) if frame.kind == MediaKind::Video => {
+                video += 1;
+                keyframe_seen |= frame.data.first().is_some_and(|b| b & 1 == 0);
+                // Forwarded, not transcoded: each frame is one of the file's, byte for byte.
+                if keyframe_seen && expected.contains(&frame.data) {
+                    matching += 1;
+                }
+            }
+            MediaEvent::Frame(_) => audio += 1,
+            MediaEvent::Closed(reason) => panic!("viewer closed: {reason}"),
+            _ => {}
+        }
+    }
+    assert!(
+        matching >= 20 && audio >= 50,
+        "video {video} ({matching} matching the file), audio {audio}; stream output:\n{}",
+        stream.output()
+    );
+    viewer.close();
+    peer::whip::delete(&session.resource, None).await.unwrap();
+    let status = stream.interrupt();
+    assert!(status.success(), "{status:?}\n{}", stream.output());
+    assert!(!stream.output().contains("warning"), "{}", stream.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_through_the_sfu() {
+    let (_server, url) = serve();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "loadtest",
+                "--room",
+                "bench",
+                "--server",
+                &url,
+                "--publishers",
+                "1",
+                "--subscribers",
+                "4",
+                "--duration",
+                "5s",
+                "--video-bitrate",
+                "300k",
+                "--json",
+            ])
+            .env("SWITCHBOARD_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["publishers"]["connected"], 1, "{summary:#}");
+    assert_eq!(summary["subscribers"]["connected"], 4, "{summary:#}");
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary:#}");
+    assert!(
+        summary["received"]["video_frames"].as_u64().unwrap() >= 4 * 60,
+        "{summary:#}"
+    );
+    assert!(
+        summary["received"]["audio_packets"].as_u64().unwrap() >= 4 * 100,
+        "{summary:#}"
+    );
+    assert!(
+        summary["latency"]["all"]["p50_ms"].as_f64().unwrap() < 200.0,
+        "{summary:#}"
+    );
+}
