@@ -252,8 +252,9 @@ function videoStats(page) {
  * navigation to connected.
  */
 async function chromiumCall(browsers, server, room) {
-  const first = await openPage(browsers[0], `${server.http}/r/${room}?name=first`);
-  const second = await openPage(browsers[1], `${server.http}/r/${room}?name=second`);
+  // mode=p2p: the case is about the path between the two browsers, never through an SFU.
+  const first = await openPage(browsers[0], `${server.http}/r/${room}?name=first&mode=p2p`);
+  const second = await openPage(browsers[1], `${server.http}/r/${room}?name=second&mode=p2p`);
   const pages = [first, second];
   try {
     for (const page of pages) {
