@@ -478,7 +478,9 @@ async fn subscriber(plan: &Plan, totals: &Totals, gate: &Semaphore) -> PeerRepor
                 report.bytes[k] += frame.data.len() as u64;
                 report.packets += frame.packets;
                 totals.frames_in.fetch_add(1, Ordering::Relaxed);
-                totals.packets_in.fetch_add(frame.packets, Ordering::Relaxed);
+                totals
+                    .packets_in
+                    .fetch_add(frame.packets, Ordering::Relaxed);
                 match marker(&frame.data, at) {
                     Some(sent_micros) => {
                         let arrived = unix_micros()
@@ -600,6 +602,9 @@ struct Summary {
     bytes_in: u64,
     frames_in: [u64; 2],
     foreign_frames: u64,
+    /// NACKs and PLIs the subscribers sent (loss and key-frame requests).
+    nacks: u64,
+    plis: u64,
     latency: [Histogram; 2],
     connect: Histogram,
     errors: BTreeMap<String, u64>,
@@ -620,6 +625,8 @@ impl Summary {
             bytes_in: 0,
             frames_in: [0; 2],
             foreign_frames: 0,
+            nacks: 0,
+            plis: 0,
             latency: [Histogram::new(), Histogram::new()],
             connect: Histogram::new(),
             errors: BTreeMap::new(),
@@ -645,6 +652,8 @@ impl Summary {
                     s.latency[k].merge(&report.latency[k]);
                 }
                 s.foreign_frames += report.foreign_frames;
+                s.nacks += report.counters.values().map(|c| c.nacks).sum::<u64>();
+                s.plis += report.counters.values().map(|c| c.plis).sum::<u64>();
             }
             if let Some(time) = report.connect_time {
                 s.connect.record(time.as_micros() as u64);
@@ -703,6 +712,10 @@ impl Summary {
             ms(self.latency[1].quantile_ms(0.99)),
         ));
         out.push_str(&format!(
+            "loss      {} NACKs, {} PLIs sent by the subscribers\n",
+            self.nacks, self.plis
+        ));
+        out.push_str(&format!(
             "setup     p50 {}  max {}  (POST to connected)\n",
             ms(self.connect.quantile_ms(0.5)),
             ms((self.connect.count > 0).then(|| self.connect.max as f64 / 1000.0)),
@@ -752,6 +765,8 @@ impl Summary {
                 "video_frames": self.frames_in[1],
                 "audio_packets": self.frames_in[0],
                 "foreign_frames": self.foreign_frames,
+                "nacks_sent": self.nacks,
+                "plis_sent": self.plis,
             },
             "latency": { "all": hist(&all), "audio": hist(&self.latency[0]), "video": hist(&self.latency[1]) },
             "setup": hist(&self.connect),
