@@ -24,7 +24,7 @@
 # are not run here: LiveKit is not packaged for Debian 12, and Janus from Debian has no WHIP/WHEP
 # endpoint our load generator speaks; the anchors are the published per-vCPU figures.
 #
-# Env: RUNS (3; medians), DURATION (20s), AUDIO_SUBS (200), VIDEO_SUBS (100),
+# Env: RUNS (3; medians), DURATION (20s), AUDIO_SUBS (100), VIDEO_SUBS (100),
 # VIDEO_BITRATE (1M), SERVER_CPU (0), CLIENT_CPU (1),
 # SWITCHBOARD_BIN (default: cargo build --release).
 set -euo pipefail
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20s}
-AUDIO_SUBS=${AUDIO_SUBS:-200}
+AUDIO_SUBS=${AUDIO_SUBS:-100}
 VIDEO_SUBS=${VIDEO_SUBS:-100}
 VIDEO_BITRATE=${VIDEO_BITRATE:-1M}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -56,7 +56,10 @@ cleanup() {
 trap cleanup EXIT
 
 start_server() {
-  taskset -c "$SERVER_CPU" "$SWITCHBOARD_BIN" serve --http 127.0.0.1:0 --turn 127.0.0.1:0 \
+  # Rooms larger than the default limit of 100 participants.
+  printf '[sfu]\nmax_per_room = 5000\nmax_participants = 10000\n' >"$work/switchboard.toml"
+  taskset -c "$SERVER_CPU" "$SWITCHBOARD_BIN" serve --config "$work/switchboard.toml" \
+    --http 127.0.0.1:0 --turn 127.0.0.1:0 \
     --media 127.0.0.1:0 --log warn >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
   for _ in $(seq 100); do

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use net::batch::RecvBatch;
+use net::batch::{RecvBatch, SendBatch};
 use sfu::{
     Input, Joined, Output, ParticipantId, Protocol, Role, Sfu, SfuConfig, SfuError, SfuEvent,
     SfuStats,
@@ -153,6 +153,7 @@ impl SfuHandle {
             commands: rx,
             events,
             batch: RecvBatch::new(),
+            out: SendBatch::new(),
             deadline: None,
             send_errors: 0,
             tcp,
@@ -284,6 +285,8 @@ struct EventLoop {
     commands: Receiver<Command>,
     events: Option<tokio::sync::mpsc::UnboundedSender<SfuEvent>>,
     batch: RecvBatch,
+    /// UDP output, sent with one `sendmmsg` per batch of input.
+    out: SendBatch,
     deadline: Option<Instant>,
     send_errors: u64,
     tcp: Option<TcpListener>,
@@ -406,6 +409,16 @@ impl EventLoop {
             }
             self.drain();
         }
+    }
+
+    fn flush_udp(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let queued = self.out.len();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.socket);
+        let sent = self.out.flush(|_| Some(fd));
+        self.send_errors += (queued - sent) as u64;
     }
 
     fn accept(&mut self) {
@@ -532,9 +545,9 @@ impl EventLoop {
                     }
                 }
                 Output::Transmit(t) => {
-                    if let Err(err) = self.socket.send_to(&t.contents, t.destination) {
-                        self.send_errors += 1;
-                        debug!(%err, to = %t.destination, "SFU send failed");
+                    self.out.push(self.addr, &t.contents, t.destination);
+                    if self.out.len() >= 256 {
+                        self.flush_udp();
                     }
                 }
                 Output::Event(event) => {
@@ -548,6 +561,7 @@ impl EventLoop {
                 }
             }
         }
+        self.flush_udp();
         for index in overflowing {
             debug!("closing an ICE-TCP connection that stopped reading");
             self.close_tcp(index);

@@ -420,7 +420,9 @@ impl Sfu {
             return Err(SfuError::ServerFull);
         }
         let mut builder = Rtc::builder().set_ice_lite(true);
-        if request.role != Role::Publisher {
+        // Members need the estimate to pick simulcast layers; WHEP viewers get the largest
+        // layer, and the estimator's pacing would only add per-packet cost and queueing delay.
+        if request.role == Role::Member {
             builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(
                 self.config.initial_bandwidth,
             )));
