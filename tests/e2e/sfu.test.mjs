@@ -271,3 +271,35 @@ test('ICE-TCP: a WHEP viewer given only the TCP candidate plays over TCP', { tim
     assert.equal(result.protocol, 'tcp');
   });
 });
+
+test('screen sharing through the SFU gets its own tile; the active speaker is highlighted', { timeout: 120_000 }, async () => {
+  await withServer(async (ctx) => {
+    const browser = await launchBrowser({ args: ['--auto-select-desktop-capture-source=Entire screen'] });
+    ctx.cleanup.push(() => browser.close());
+    const room = roomName('screen');
+    const ann = await openPage(browser, `${ctx.server.url}/r/${room}?mode=sfu&name=Ann`, { label: 'ann' });
+    const ben = await openPage(browser, `${ctx.server.url}/r/${room}?mode=sfu&name=Ben`, { label: 'ben' });
+    ctx.pages.push(ann, ben);
+    await waitForSfuDecoding(ben, 1);
+    await waitForSfuDecoding(ann, 1);
+
+    // Ben mutes; Ann's (fake, beeping) microphone makes her the speaker on Ben's page.
+    await ben.click('#mic-toggle');
+    await pollUntil(() => ben.evaluate(() => document.querySelector('.tile.speaking .tile-name')?.textContent === 'Ann'),
+      { timeoutMs: 20_000, what: "Ann's tile highlighted as the speaker on Ben's page" });
+
+    await ann.click('#screen-toggle');
+    await pollUntil(() => ann.evaluate(() => document.getElementById('screen-toggle').textContent === 'Stop sharing'),
+      { what: 'Ann sharing' });
+    const screen = await pollUntil(async () => {
+      const s = await sfuState(ben);
+      const p = s?.peers.find((x) => x.name === 'Ann (screen)');
+      return p && p.framesDecoded > 5 ? p : false;
+    }, { timeoutMs: 30_000, what: "Ben decoding Ann's screen in its own tile" });
+    assert.ok(screen.width >= 640, `screen width ${screen.width}`);
+    assert.equal(await ben.locator('.tile').count(), 3, 'Ben, Ann, Ann (screen)');
+
+    await ann.click('#screen-toggle');
+    await pollUntil(async () => (await ben.locator('.tile').count()) === 2, { timeoutMs: 20_000, what: 'the screen tile gone after sharing stops' });
+  });
+});
