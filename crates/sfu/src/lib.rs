@@ -304,6 +304,32 @@ struct OutTrack {
     next_choice: Option<Instant>,
 }
 
+impl OutTrack {
+    /// A member's new subscription, to be negotiated.
+    fn to_open(track: TrackId, kind: MediaKind) -> OutTrack {
+        OutTrack {
+            track: Some(track),
+            kind,
+            state: OutState::ToOpen,
+            layer: LayerState::default(),
+            view: None,
+            next_choice: None,
+        }
+    }
+
+    /// A viewer's offered m-line, bound to a track later.
+    fn slot(mid: Mid, kind: MediaKind) -> OutTrack {
+        OutTrack {
+            track: None,
+            kind,
+            state: OutState::Open(mid),
+            layer: LayerState::default(),
+            view: None,
+            next_choice: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Participant {
     room: String,
@@ -483,14 +509,7 @@ impl Sfu {
             let existing = self.announced_in(request.room, id);
             if let Some(p) = self.participants.get_mut(&id) {
                 for (track, kind) in existing {
-                    p.outs.push(OutTrack {
-                        track: Some(track),
-                        kind,
-                        state: OutState::ToOpen,
-                        layer: LayerState::default(),
-                        view: None,
-                        next_choice: None,
-                    });
+                    p.outs.push(OutTrack::to_open(track, kind));
                 }
             }
         }
@@ -805,14 +824,7 @@ impl Sfu {
         let we_receive = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
         let we_send = matches!(direction, Direction::SendOnly | Direction::SendRecv);
         if p.role == Role::Viewer && we_send {
-            p.outs.push(OutTrack {
-                track: None,
-                kind,
-                state: OutState::Open(mid),
-                layer: LayerState::default(),
-                view: None,
-                next_choice: None,
-            });
+            p.outs.push(OutTrack::slot(mid, kind));
             self.bind_slots(id, now);
             return;
         }
@@ -879,14 +891,7 @@ impl Sfu {
             };
             match p.role {
                 Role::Member => {
-                    p.outs.push(OutTrack {
-                        track: Some(track),
-                        kind,
-                        state: OutState::ToOpen,
-                        layer: LayerState::default(),
-                        view: None,
-                        next_choice: None,
-                    });
+                    p.outs.push(OutTrack::to_open(track, kind));
                     self.mark(other);
                 }
                 Role::Viewer => self.bind_slots(other, now),
