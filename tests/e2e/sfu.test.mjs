@@ -303,3 +303,22 @@ test('screen sharing through the SFU gets its own tile; the active speaker is hi
     await pollUntil(async () => (await ben.locator('.tile').count()) === 2, { timeoutMs: 20_000, what: 'the screen tile gone after sharing stops' });
   });
 });
+
+test('someone without camera or microphone joins an SFU room receive-only and sees the others', { timeout: 90_000 }, async () => {
+  await withServer(async (ctx) => {
+    const browser = await launchBrowser();
+    ctx.cleanup.push(() => browser.close());
+    const denying = await launchBrowser({ fakeUi: false, deny: true });
+    ctx.cleanup.push(() => denying.close());
+    const room = roomName('sfu-recvonly');
+    const ann = await openPage(browser, `${ctx.server.url}/r/${room}?mode=sfu&name=Ann`, { label: 'ann' });
+    const viewer = await openPage(denying, `${ctx.server.url}/r/${room}?mode=sfu&name=Viewer`, { label: 'viewer' });
+    ctx.pages.push(ann, viewer);
+    await viewer.locator('#media-notice').waitFor({ state: 'visible' });
+    const s = await waitForSfuDecoding(viewer, 1);
+    assert.equal(s.peers[0].name, 'Ann');
+    // Ann sees the viewer's tile, with nothing to decode from it.
+    await pollUntil(() => ann.evaluate(() => [...document.querySelectorAll('.tile .tile-name')].some((n) => n.textContent === 'Viewer')),
+      { what: "the viewer's tile on Ann's page" });
+  });
+});
