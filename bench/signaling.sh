@@ -72,7 +72,7 @@ start() {
 }
 
 # Signaling only: no built-in STUN/TURN listener (it would also want port 3478).
-sb_flags=()
+sb_flags=(--media 127.0.0.1:0)
 if "$sb_bin" serve --help | grep -q -- --no-turn; then
   sb_flags+=(--no-turn)
 fi

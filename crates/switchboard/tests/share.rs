@@ -95,7 +95,15 @@ impl Drop for Proc {
 
 /// `switchboard serve` on a free port; returns it with its base URL.
 fn serve() -> (Proc, String) {
-    let server = Proc::spawn(&["serve", "--http", "127.0.0.1:0", "--turn", "127.0.0.1:0"]);
+    let server = Proc::spawn(&[
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--turn",
+        "127.0.0.1:0",
+        "--media",
+        "127.0.0.1:0",
+    ]);
     server.wait_for_output("listening on http://");
     let output = server.output();
     let url = output
@@ -268,6 +276,8 @@ fn relay_only_transfer_goes_through_our_turn_server() {
         "--http",
         "127.0.0.1:0",
         "--turn",
+        "127.0.0.1:0",
+        "--media",
         "127.0.0.1:0",
         // Both relayed addresses are on 127.0.0.1, which the peer policy refuses by default.
         "--dangerous-allow-loopback-peers",
