@@ -116,7 +116,7 @@ test('a viewer with a small tile gets the small simulcast layer, a big tile a bi
   });
 });
 
-test('a room moves to the SFU when a third person joins; a rejoining publisher is seen again within 2 s', { timeout: 120_000 }, async () => {
+test('a room moves to the SFU when a third person joins and stays there; a rejoining publisher is seen again within 2 s', { timeout: 120_000 }, async () => {
   await withServer(async (ctx) => {
     const browser = await launchBrowser();
     ctx.cleanup.push(() => browser.close());
@@ -148,6 +148,17 @@ test('a room moves to the SFU when a third person joins; a rejoining publisher i
     const delay = seenAt - connectedAt;
     console.log(`rejoined publisher seen after ${delay} ms`);
     assert.ok(delay < 2_000, `seen again after ${delay} ms`);
+
+    // Down to one person, the room stays on the SFU: a newcomer who starts peer-to-peer is told
+    // so by the one already there and follows.
+    await ben.click('#leave-btn');
+    await cat.click('#leave-btn');
+    await pollUntil(() => ann.evaluate(() => window.switchboard.peers.size === 0), { what: 'Ann alone' });
+    const dan = await openPage(browser, `${ctx.server.url}/r/${room}?name=Dan`, { label: 'dan' });
+    ctx.pages.push(dan);
+    const s = await waitForSfuDecoding(dan, 1, { timeoutMs: 30_000 });
+    assert.equal(s.peers[0].name, 'Ann');
+    await waitForSfuDecoding(ann, 1, { timeoutMs: 30_000 });
   });
 });
 

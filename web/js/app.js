@@ -282,6 +282,16 @@ function wireSignaling(signaling, ctx, media) {
       console.warn('ignoring a signal from unknown peer', from);
       return;
     }
+    // A room that once had three people stays on the SFU even when two are left: a newcomer
+    // who starts peer-to-peer is told so, and follows.
+    if (ev.detail.app?.mode === 'sfu') {
+      if (ctx.mode === 'auto') ctx.switchToSfu();
+      return;
+    }
+    if (ctx.call instanceof SfuCall) {
+      if (ev.detail.description?.type === 'offer') signaling.signal(from, { app: { mode: 'sfu' } });
+      return;
+    }
     ctx.call.handleSignal(ev.detail);
   });
 
