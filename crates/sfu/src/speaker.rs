@@ -94,7 +94,15 @@ mod tests {
     use super::*;
 
     /// `who` sends 20 ms packets for `ms`, at `dbov` for `on` packets then silence for `off`.
-    fn talk(d: &mut SpeakerDetector, who: &str, dbov: u8, start: Instant, ms: u64, on: u64, off: u64) {
+    fn talk(
+        d: &mut SpeakerDetector,
+        who: &str,
+        dbov: u8,
+        start: Instant,
+        ms: u64,
+        on: u64,
+        off: u64,
+    ) {
         for i in 0..ms / 20 {
             let level = if i % (on + off) < on { dbov } else { 127 };
             d.observe(who, level, start + Duration::from_millis(i * 20));
@@ -121,7 +129,10 @@ mod tests {
         talk(&mut d, "a", 20, t0, 1000, 5, 5);
         // One loud packet in a second of silence.
         talk(&mut d, "b", 0, t0, 20, 1, 0);
-        assert_eq!(d.evaluate(t0 + Duration::from_millis(980)), Some(Some("a".into())));
+        assert_eq!(
+            d.evaluate(t0 + Duration::from_millis(980)),
+            Some(Some("a".into()))
+        );
     }
 
     #[test]
@@ -129,7 +140,10 @@ mod tests {
         let t0 = Instant::now();
         let mut d = SpeakerDetector::default();
         talk(&mut d, "a", 30, t0, 1000, 1, 0);
-        assert_eq!(d.evaluate(t0 + Duration::from_millis(980)), Some(Some("a".into())));
+        assert_eq!(
+            d.evaluate(t0 + Duration::from_millis(980)),
+            Some(Some("a".into()))
+        );
         let t1 = t0 + Duration::from_secs(1);
         talk(&mut d, "a", 30, t1, 1000, 1, 0);
         talk(&mut d, "b", 26, t1, 1000, 1, 0);
@@ -137,6 +151,9 @@ mod tests {
         let t2 = t1 + Duration::from_secs(1);
         talk(&mut d, "a", 50, t2, 1000, 1, 0);
         talk(&mut d, "b", 5, t2, 1000, 1, 0);
-        assert_eq!(d.evaluate(t2 + Duration::from_millis(980)), Some(Some("b".into())));
+        assert_eq!(
+            d.evaluate(t2 + Duration::from_millis(980)),
+            Some(Some("b".into()))
+        );
     }
 }
