@@ -297,7 +297,7 @@ test('screen sharing through the SFU gets its own tile; the active speaker is hi
     // Ben mutes; Ann's (fake, beeping) microphone makes her the speaker on Ben's page.
     await ben.click('#mic-toggle');
     await pollUntil(() => ben.evaluate(() => document.querySelector('.tile.speaking .tile-name')?.textContent === 'Ann'),
-      { timeoutMs: 20_000, what: "Ann's tile highlighted as the speaker on Ben's page" });
+      { timeoutMs: 30_000, what: "Ann's tile highlighted as the speaker on Ben's page" });
 
     await ann.click('#screen-toggle');
     await pollUntil(() => ann.evaluate(() => document.getElementById('screen-toggle').textContent === 'Stop sharing'),

@@ -948,6 +948,11 @@ impl Sfu {
         let Some(&track) = p.published.get(&data.mid) else {
             return;
         };
+        // A track the publisher withdrew (screen sharing stopped) stays withdrawn even if a few
+        // packets were still on their way.
+        if !p.sources.is_empty() && !p.sources.contains_key(&data.mid.to_string()) {
+            return;
+        }
         let room_name = p.room.clone();
         let label = p.label.clone();
         if !self.tracks.get(&track).is_some_and(|t| t.announced) {
