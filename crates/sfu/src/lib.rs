@@ -1177,7 +1177,13 @@ impl Sfu {
                     .collect()
             })
             .unwrap_or_default();
-        for json in states {
+        // And who is speaking: the change was announced before this channel was open.
+        let speaker = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.speaker.current())
+            .map(|peer| ServerMessage::Speaker { peer: Some(peer) }.to_json());
+        for json in states.into_iter().chain(speaker) {
             self.send_control(id, &json);
         }
         self.mark(id);

@@ -41,6 +41,11 @@ impl SpeakerDetector {
         }
     }
 
+    /// Who speaks now.
+    pub(crate) fn current(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+
     /// Forgets a publisher that left.
     pub(crate) fn remove(&mut self, who: &str) {
         self.levels.remove(who);
