@@ -143,6 +143,8 @@ async fn drive(
     let bar = ProgressBar::new(sender.total_bytes()).with_style(bar_style("sending"));
     let mut outbox = Outbox::default();
     let mut signaling_open = true;
+    // ICE lost the receiver; a receiver that then comes back (a reloaded page) replaces it.
+    let mut disconnected = false;
     loop {
         while let Some(message) = sender.poll_transmit() {
             outbox.push(message);
@@ -213,6 +215,8 @@ async fn drive(
                     bar.abandon();
                     return Ok(Attempt::Lost("the receiver restarted".into()));
                 }
+                PeerEvent::Disconnected => disconnected = true,
+                PeerEvent::Connected => disconnected = false,
                 PeerEvent::ChannelClosed(id) if id == channel => {
                     bar.abandon();
                     return Ok(Attempt::Lost("the receiver closed the channel".into()));
@@ -228,7 +232,14 @@ async fn drive(
                     say(&bar, format!("signaling closed ({reason}); the transfer goes on"));
                     signaling_open = false;
                 }
-                event => held.push(event),
+                event => {
+                    let restarted = matches!(&event, SignalEvent::PeerJoined(p) if p.name == "receiver");
+                    held.push(event);
+                    if restarted && disconnected {
+                        bar.abandon();
+                        return Ok(Attempt::Lost("the receiver restarted".into()));
+                    }
+                }
             },
         }
     }
