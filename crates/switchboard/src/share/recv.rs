@@ -124,7 +124,9 @@ async fn recv(args: RecvArgs) -> Result<()> {
             }
             drain(conn, channel, &mut outbox).await;
             if let Some(pair) = conn.candidate_pair() {
-                eprintln!("Candidate pair: {pair}.");
+                // One write, so a reader merging stdout and stderr never gets it split.
+                let line = format!("Candidate pair: {pair}.\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             }
             conn.close();
             signaling.leave().await;

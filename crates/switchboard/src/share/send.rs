@@ -83,7 +83,9 @@ async fn send(args: SendArgs) -> Result<()> {
                     human_bytes((total as f64 / secs.max(0.001)) as u64)
                 );
                 if let Some(pair) = meeting.conn.candidate_pair() {
-                    eprintln!("Candidate pair: {pair}.");
+                    // One write, so a reader merging stdout and stderr never gets it split.
+                    let line = format!("Candidate pair: {pair}.\n");
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
                 }
                 meeting.conn.close();
                 signaling.leave().await;
