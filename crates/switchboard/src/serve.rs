@@ -27,7 +27,7 @@ pub(crate) struct ServeArgs {
     #[arg(long = "ice-server", value_name = "URL")]
     ice_servers: Vec<String>,
 
-    /// Most participants in one room [default: 6]
+    /// Most participants in one room [default: 50]
     #[arg(long, value_name = "N")]
     max_peers_per_room: Option<usize>,
 
