@@ -58,6 +58,7 @@ pub(crate) async fn run(
     mut hub: Hub,
     mut commands: mpsc::Receiver<HubCommand>,
     sfu: Option<SfuLink>,
+    counters: std::sync::Arc<crate::metrics::Counters>,
 ) {
     let mut links: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
     let mut deadline: Option<Instant> = None;
@@ -85,7 +86,7 @@ pub(crate) async fn run(
             },
             () = sleep_until(deadline) => Input::Timeout(Instant::now()),
         };
-        deadline = drive(&mut hub, &mut links, input, sfu.as_ref());
+        deadline = drive(&mut hub, &mut links, input, sfu.as_ref(), &counters);
     }
 }
 
@@ -96,6 +97,7 @@ fn drive(
     links: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>,
     input: Input,
     sfu: Option<&SfuLink>,
+    counters: &crate::metrics::Counters,
 ) -> Option<Instant> {
     let mut pending = vec![input];
     let mut deadline = None;
@@ -113,6 +115,7 @@ fn drive(
                             conn = conn.0,
                             "outbound queue full; closing a slow consumer"
                         );
+                        crate::metrics::Counters::bump(&counters.slow_consumers);
                         let code = signal::CloseCode::SlowConsumer;
                         let _ = tx.try_send(Outgoing::Close(code.code(), code.reason()));
                         links.remove(&conn);

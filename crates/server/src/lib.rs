@@ -7,6 +7,7 @@
 pub mod config;
 
 mod hub_task;
+pub mod metrics;
 pub mod sfu_loop;
 pub mod turn_loop;
 mod web;
@@ -88,6 +89,7 @@ struct AppState {
     max_frame_bytes: usize,
     turn: Option<turn_loop::TurnStatsReader>,
     sfu: Option<SfuHandle>,
+    counters: std::sync::Arc<metrics::Counters>,
 }
 
 impl Server {
@@ -168,12 +170,14 @@ impl Server {
             sfu: s.handle.clone(),
             hub: hub_tx.downgrade(),
         });
-        let hub_task = tokio::spawn(hub_task::run(hub, hub_rx, link));
+        let counters = std::sync::Arc::new(metrics::Counters::default());
+        let hub_task = tokio::spawn(hub_task::run(hub, hub_rx, link, counters.clone()));
         let state = AppState {
             hub: hub_tx.clone(),
             max_frame_bytes: self.config.signaling.max_frame_bytes,
             turn: self.turn.as_ref().map(|t| t.handle.stats_reader()),
             sfu: self.sfu.as_ref().map(|s| s.handle.clone()),
+            counters: counters.clone(),
         };
         let mut app = router(state);
         let mut sfu_handle = None;
@@ -193,6 +197,7 @@ impl Server {
             app = app.merge(whip::routes(whip::WhipState {
                 sfu: handle.clone(),
                 sessions,
+                counters: counters.clone(),
             }));
             sfu_handle = Some(handle);
         }
@@ -304,6 +309,7 @@ async fn hub_stats(hub: &mpsc::Sender<HubCommand>) -> Option<HubStats> {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_page))
         .route("/ws", get(websocket))
         .route("/", get(web::index))
         .route("/r/{room}", get(web::index))
@@ -375,6 +381,24 @@ async fn healthz(State(state): State<AppState>) -> Response {
     body.into_response()
 }
 
+async fn metrics_page(State(state): State<AppState>) -> Response {
+    use axum::response::IntoResponse;
+    let body = metrics::render(&metrics::Snapshot {
+        hub: hub_stats(&state.hub).await,
+        turn: state.turn.as_ref().map(|t| t.read()),
+        sfu: state.sfu.as_ref().map(|s| s.stats()),
+        counters: &state.counters,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     // Signaling frames are small and mostly idle: tungstenite's 128 KiB default buffers would
     // cost far more memory per connection than everything else together.
@@ -383,7 +407,7 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .write_buffer_size(0)
         .max_message_size(state.max_frame_bytes)
         .max_frame_size(state.max_frame_bytes)
-        .on_upgrade(move |socket| ws::serve_connection(socket, state.hub))
+        .on_upgrade(move |socket| ws::serve_connection(socket, state.hub, state.counters))
 }
 
 async fn security_headers(mut response: Response) -> Response {

@@ -66,6 +66,7 @@ impl Sessions {
 pub(crate) struct WhipState {
     pub(crate) sfu: SfuHandle,
     pub(crate) sessions: Sessions,
+    pub(crate) counters: std::sync::Arc<crate::metrics::Counters>,
 }
 
 /// The `/whip` and `/whep` routes.
@@ -140,6 +141,7 @@ async fn start(
     };
     match state.sfu.join(&room, &label, role, offer).await {
         Ok(joined) => {
+            crate::metrics::Counters::bump(&state.counters.whip_sessions);
             if let Ok(mut sessions) = state.sessions.inner.lock() {
                 sessions.insert(
                     resource.clone(),
@@ -166,6 +168,7 @@ async fn start(
             response
         }
         Err(err) => {
+            crate::metrics::Counters::bump(&state.counters.whip_refused);
             let status = match err {
                 SfuError::BadOffer(_) | SfuError::OfferRefused(_) => StatusCode::BAD_REQUEST,
                 SfuError::RoomFull(_) | SfuError::ServerFull => StatusCode::SERVICE_UNAVAILABLE,

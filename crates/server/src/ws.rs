@@ -18,7 +18,11 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one upgraded connection until either side ends it.
-pub(crate) async fn serve_connection(socket: WebSocket, hub: mpsc::Sender<HubCommand>) {
+pub(crate) async fn serve_connection(
+    socket: WebSocket,
+    hub: mpsc::Sender<HubCommand>,
+    counters: std::sync::Arc<crate::metrics::Counters>,
+) {
     let conn = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
     let (tx, mut outgoing) = mpsc::channel(OUTBOUND_QUEUE + 1);
     if hub.send(HubCommand::Connected { conn, tx }).await.is_err() {
@@ -42,6 +46,7 @@ pub(crate) async fn serve_connection(socket: WebSocket, hub: mpsc::Sender<HubCom
                     Some(Err(err)) => {
                         debug!(conn = conn.0, %err, "read error");
                         if is_too_big(&err) {
+                            crate::metrics::Counters::bump(&counters.ws_oversized);
                             let code = CloseCode::MessageTooBig;
                             let _ = sink.send(close_message(code.code(), code.reason())).await;
                         }

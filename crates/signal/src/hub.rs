@@ -249,6 +249,16 @@ pub struct HubStats {
     pub closed_by_server: u64,
     /// Peers removed when their resume grace ran out.
     pub grace_expired: u64,
+    /// Connections accepted.
+    pub connections_total: u64,
+    /// Connections refused at `max_connections` (1013).
+    pub connections_refused: u64,
+    /// Frames refused as malformed: bad JSON, unknown type, binary, a bad `signal` or `sfu`.
+    pub malformed_frames: u64,
+    /// Frames over `max_frame_bytes` (closed with 1009).
+    pub oversized_frames: u64,
+    /// Connections closed with 1008 for flooding.
+    pub flood_closed: u64,
 }
 
 /// Signaling for one server: connections, peers and rooms.
@@ -371,6 +381,7 @@ impl Hub {
 
     fn on_connected(&mut self, conn: ConnId, now: Instant) {
         if self.conns.len() >= self.config.max_connections {
+            self.stats.connections_refused += 1;
             self.stats.errors_sent += 1;
             self.outputs.push_back(Output::Send(
                 conn,
@@ -384,6 +395,7 @@ impl Hub {
             self.stats.closed_by_server += 1;
             return;
         }
+        self.stats.connections_total += 1;
         let bucket = TokenBucket::new(
             self.config.messages_per_second,
             self.config.message_burst,
@@ -420,6 +432,7 @@ impl Hub {
             conn.dropped += 1;
             if conn.dropped > 5 * self.config.message_burst {
                 debug!(conn = conn_id.0, "closing a flooding connection");
+                self.stats.flood_closed += 1;
                 self.close(conn_id, CloseCode::PolicyViolation, Some(now));
                 return;
             }
@@ -438,15 +451,18 @@ impl Hub {
         }
         let text = match frame {
             Frame::Text(text) if text.len() > max_frame => {
+                self.stats.oversized_frames += 1;
                 self.close(conn_id, CloseCode::MessageTooBig, Some(now));
                 return;
             }
             Frame::Binary(len) if len > max_frame => {
+                self.stats.oversized_frames += 1;
                 self.close(conn_id, CloseCode::MessageTooBig, Some(now));
                 return;
             }
             Frame::Text(text) => text,
             Frame::Binary(_) => {
+                self.stats.malformed_frames += 1;
                 self.send_error(
                     conn_id,
                     ErrorCode::BinaryUnsupported,
@@ -484,7 +500,10 @@ impl Hub {
                 self.outputs
                     .push_back(Output::Send(conn_id, ServerMessage::Pong { id }));
             }
-            Err(err) => self.send_error(conn_id, err.code, err.message),
+            Err(err) => {
+                self.stats.malformed_frames += 1;
+                self.send_error(conn_id, err.code, err.message);
+            }
         }
     }
 

@@ -190,6 +190,8 @@ pub struct TurnStats {
     pub allocations_created: u64,
     /// Binding requests answered.
     pub bindings: u64,
+    /// STUN requests received (every method, answered or not).
+    pub requests: u64,
     /// Packets relayed from clients to peers.
     pub packets_to_peers: u64,
     /// Bytes (payload) relayed from clients to peers.
@@ -366,6 +368,7 @@ impl Server {
                 }
                 match message.class() {
                     Class::Request => {
+                        self.stats.requests += 1;
                         self.handle_request(now, five, &message, relays)?;
                         Some(Transmit {
                             destination: Destination::Client(five),
