@@ -146,3 +146,41 @@ pub(crate) fn ticks_to_duration(ticks: u64, clock: u64) -> Duration {
     let rest = ticks % clock;
     Duration::from_secs(secs) + Duration::from_nanos(rest * 1_000_000_000 / clock)
 }
+
+/// The body of the media-file fuzz target: the first byte picks the reader (IVF, H.264 Annex B,
+/// Ogg/Opus) and the size of the pieces the rest is pushed in; every frame is read out. Any
+/// bytes give frames or an error, never a panic, and the reader always ends.
+pub fn fuzz_reader(data: &[u8]) {
+    let Some((&selector, file)) = data.split_first() else {
+        return;
+    };
+    let kind = match selector % 3 {
+        0 => Kind::Ivf,
+        1 => Kind::H264,
+        _ => Kind::Ogg,
+    };
+    let Ok(mut reader) = Reader::new(kind, 30.0) else {
+        return;
+    };
+    let piece = usize::from(selector / 3).max(1);
+    let mut chunks = file.chunks(piece);
+    // Every input byte yields at most one frame, plus a few at the end.
+    for _ in 0..file.len() * 2 + 16 {
+        match reader.next_frame() {
+            Err(_) => return,
+            Ok(Some(frame)) => {
+                let _ = frame;
+            }
+            Ok(None) if reader.wants_input() => match chunks.next() {
+                Some(chunk) => {
+                    if reader.push(chunk).is_err() {
+                        return;
+                    }
+                }
+                None => reader.finish(),
+            },
+            Ok(None) => return,
+        }
+    }
+    panic!("the reader neither ended nor failed");
+}

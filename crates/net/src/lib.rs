@@ -112,6 +112,45 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// The body of the stream-framing fuzz target (RFC 4571 / STUN and ChannelData over TCP): the
+/// bytes arrive in pieces whose sizes come from the data itself; the decoder returns whole
+/// frames whose lengths match their headers, or an error, and loses no byte.
+pub fn fuzz_stream_decoder(data: &[u8]) {
+    let Some((&selector, stream)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(selector).max(1);
+    let mut decoder = StreamDecoder::new();
+    let mut returned = 0usize;
+    let mut fed = 0usize;
+    for chunk in stream.chunks(piece) {
+        decoder.extend(chunk);
+        fed += chunk.len();
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    match stun::classify(frame) {
+                        stun::PacketKind::Stun => assert_eq!(
+                            frame.len(),
+                            stun::HEADER_LEN
+                                + usize::from(u16::from_be_bytes([frame[2], frame[3]]))
+                        ),
+                        stun::PacketKind::ChannelData => assert!(
+                            stun::ChannelData::parse(frame).is_ok(),
+                            "a ChannelData frame with its padding parses"
+                        ),
+                        stun::PacketKind::Other => panic!("returned a frame of unknown kind"),
+                    }
+                    returned += frame.len();
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        assert_eq!(returned + decoder.pending(), fed, "no byte is lost");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

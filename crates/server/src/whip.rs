@@ -232,8 +232,11 @@ async fn patch_session(
             "PATCH takes application/trickle-ice-sdpfrag",
         );
     }
-    let fragment = String::from_utf8_lossy(&body);
-    if fragment.lines().any(|l| l.starts_with("a=ice-ufrag:")) {
+    let fragment = match sfu::trickle::parse(&body) {
+        Ok(fragment) => fragment,
+        Err(err) => return plain(StatusCode::BAD_REQUEST, &err.to_string()),
+    };
+    if fragment.ice_ufrag.is_some() {
         // RFC 9725 §4.4.2: a server that cannot restart ICE answers 422; post a new offer.
         return plain(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -17,8 +17,10 @@
 //! What this crate is not: HTTP, signaling or sockets (that is `server`).
 
 mod control;
+pub mod fuzz;
 mod layers;
 mod speaker;
+pub mod trickle;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

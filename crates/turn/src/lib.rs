@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod fuzz;
 pub mod policy;
 mod rate;
 mod server;
