@@ -32,6 +32,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The SFU (group calls through the server, WHIP/WHEP).
     pub sfu: SfuConfig,
+    /// API key and secret for access tokens (`docs/security.md`).
+    pub auth: crate::access::AuthConfig,
 }
 
 /// The `[sfu]` table: the selective forwarding unit and its media port.
@@ -335,6 +337,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             tls: TlsConfig::default(),
             sfu: SfuConfig::default(),
+            auth: crate::access::AuthConfig::default(),
         }
     }
 }
@@ -463,6 +466,7 @@ impl Config {
         if self.turn.enabled {
             self.turn.settings(&self.tls)?;
         }
+        self.auth.api_key()?;
         for server in &self.ice_servers {
             if server.urls.is_empty() {
                 return Err(ConfigError::Invalid {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use signal::protocol::SessionDescription;
-use signal::{ConnId, Frame, Hub, HubStats, Input, Output, PeerId, ServerMessage};
+use signal::{
+    ConnId, Frame, Hub, HubStats, Input, Output, PeerId, PeerSummary, RoomSummary, ServerMessage,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -34,6 +36,24 @@ pub(crate) enum HubCommand {
     FromSfu {
         peer: PeerId,
         message: ServerMessage,
+    },
+    /// Admin API: every room.
+    Rooms(oneshot::Sender<Vec<RoomSummary>>),
+    /// Admin API: one room's peers (`None`: no such room).
+    RoomPeers {
+        room: String,
+        reply: oneshot::Sender<Option<Vec<PeerSummary>>>,
+    },
+    /// Admin API: remove `peer` from `room`; replies whether it was there.
+    Kick {
+        room: String,
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Admin API: close `room`; replies how many peers it had.
+    CloseRoom {
+        room: String,
+        reply: oneshot::Sender<usize>,
     },
 }
 
@@ -83,6 +103,28 @@ pub(crate) async fn run(
                     continue;
                 }
                 Some(HubCommand::FromSfu { peer, message }) => Input::FromSfu { peer, message },
+                Some(HubCommand::Rooms(reply)) => {
+                    let _ = reply.send(hub.rooms());
+                    continue;
+                }
+                Some(HubCommand::RoomPeers { room, reply }) => {
+                    let _ = reply.send(hub.room_peers(&room));
+                    continue;
+                }
+                Some(HubCommand::Kick { room, peer, reply }) => {
+                    let present = hub
+                        .room_peers(&room)
+                        .is_some_and(|peers| peers.iter().any(|p| p.id == peer));
+                    let _ = reply.send(present);
+                    if !present {
+                        continue;
+                    }
+                    Input::Kick { peer }
+                }
+                Some(HubCommand::CloseRoom { room, reply }) => {
+                    let _ = reply.send(hub.room_peers(&room).map_or(0, |p| p.len()));
+                    Input::CloseRoom { room }
+                }
             },
             () = sleep_until(deadline) => Input::Timeout(Instant::now()),
         };

@@ -4,6 +4,8 @@
 //! What this crate is not: the protocol. Rooms, presence, relay rules and limits live in
 //! `signal`; this crate only moves bytes between sockets and the hub.
 
+pub mod access;
+mod admin;
 pub mod config;
 
 mod hub_task;
@@ -28,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+pub use access::AuthConfig;
 pub use config::{Config, ConfigError, SfuConfig, TlsConfig, TurnConfig};
 pub use sfu_loop::{SfuHandle, SfuSettings};
 pub use turn_loop::{TurnHandle, TurnSettings, TurnStatsReader};
@@ -38,6 +41,7 @@ use crate::hub_task::HubCommand;
 pub struct Server {
     listener: TcpListener,
     config: Config,
+    access: access::Access,
     turn: Option<RunningTurn>,
     sfu: Option<RunningSfu>,
 }
@@ -72,6 +76,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// Open rooms on a non-loopback address without `dangerous_open_rooms`.
+    #[error("{0}")]
+    OpenRooms(String),
     /// The operating system's random source failed.
     #[error("no operating-system randomness: {0}")]
     Random(String),
@@ -96,6 +103,22 @@ impl Server {
     /// Validates `config`, binds the HTTP listener and starts TURN when enabled.
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
         config.validate()?;
+        let api_key = config.auth.api_key()?;
+        if let Some(why) = access::open_rooms_refusal(
+            config.http,
+            api_key.is_some(),
+            config.auth.dangerous_open_rooms,
+        ) {
+            return Err(ServeError::OpenRooms(why));
+        }
+        if api_key.is_none() && !config.http.ip().is_loopback() {
+            warn!(
+                addr = %config.http,
+                "DANGEROUS: open rooms on a non-loopback address (--dangerous-open-rooms): anyone \
+                 who reaches it can join any room, publish media and use the TURN relay"
+            );
+        }
+        let access = access::Access::new(api_key);
         let listener = TcpListener::bind(config.http)
             .await
             .map_err(|source| ServeError::Bind {
@@ -127,6 +150,7 @@ impl Server {
         Ok(Server {
             listener,
             config,
+            access,
             turn,
             sfu,
         })
@@ -164,6 +188,7 @@ impl Server {
         if let Some(turn) = &self.turn {
             hub_config.ice_server_source = Some(turn_ice_servers(turn));
         }
+        hub_config.authorizer = self.access.authorizer();
         let hub = Hub::new(hub_config, seed);
         let (hub_tx, hub_rx) = mpsc::channel(4096);
         let link = self.sfu.as_ref().map(|s| hub_task::SfuLink {
@@ -179,7 +204,11 @@ impl Server {
             sfu: self.sfu.as_ref().map(|s| s.handle.clone()),
             counters: counters.clone(),
         };
-        let mut app = router(state);
+        let mut app = router(state).merge(admin::routes(admin::AdminState {
+            hub: hub_tx.clone(),
+            sfu: self.sfu.as_ref().map(|s| s.handle.clone()),
+            access: self.access.clone(),
+        }));
         let mut sfu_handle = None;
         if let Some(RunningSfu {
             handle,
@@ -198,6 +227,7 @@ impl Server {
                 sfu: handle.clone(),
                 sessions,
                 counters: counters.clone(),
+                access: self.access.clone(),
             }));
             sfu_handle = Some(handle);
         }
@@ -215,7 +245,12 @@ impl Server {
         let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(on_shutdown);
+        // The admin API needs the client's address (loopback-only without an API key).
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(on_shutdown);
         let result = tokio::select! {
             result = serve => result.map_err(ServeError::from),
             () = async {

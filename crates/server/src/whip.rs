@@ -67,6 +67,7 @@ pub(crate) struct WhipState {
     pub(crate) sfu: SfuHandle,
     pub(crate) sessions: Sessions,
     pub(crate) counters: std::sync::Arc<crate::metrics::Counters>,
+    pub(crate) access: crate::access::Access,
 }
 
 /// The `/whip` and `/whep` routes.
@@ -116,6 +117,14 @@ async fn start(
             StatusCode::BAD_REQUEST,
             &format!("bad room name: {problem}"),
         );
+    }
+    // WHIP needs `publish`, WHEP `subscribe` (RFC 9725 §4.5: bearer tokens).
+    let grant = match kind {
+        Kind::Whip => auth::Grant::Publish,
+        Kind::Whep => auth::Grant::Subscribe,
+    };
+    if let Err(refusal) = state.access.check(&headers, Some(&room), grant) {
+        return refusal.plain();
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -57,6 +57,87 @@ pub struct HubConfig {
     /// More ICE servers made for each peer as it joins (TURN entries with short-lived
     /// credentials); appended after `ice_servers`.
     pub ice_server_source: Option<IceServerSource>,
+    /// Checks the token of every `join` (fresh or resume). `None`: rooms are open and every
+    /// peer has every grant.
+    pub authorizer: Option<Authorizer>,
+}
+
+/// What a joined peer may do, as the [`Authorizer`] found in its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerGrants {
+    /// The token's identity (`sub`), shown to administrators; `None` without auth.
+    pub identity: Option<String>,
+    /// May send media through the SFU.
+    pub publish: bool,
+}
+
+impl PeerGrants {
+    /// Everything allowed: rooms without auth.
+    pub fn open() -> Self {
+        PeerGrants {
+            identity: None,
+            publish: true,
+        }
+    }
+}
+
+/// Why the [`Authorizer`] refused a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRefusal {
+    /// Not authenticated (`unauthorized`, close 4401) or not allowed (`forbidden`, close 4403).
+    pub forbidden: bool,
+    /// The explanation sent in the error frame.
+    pub message: String,
+}
+
+/// The signature of an [`Authorizer`]: `(room, token) -> grants or refusal`.
+pub type AuthorizeFn = dyn Fn(&str, Option<&str>) -> Result<PeerGrants, JoinRefusal> + Send + Sync;
+
+/// The function that checks a join's token for a room. Supplied by the glue, which reads the
+/// clock and holds the API secret; the hub stays sans-IO.
+#[derive(Clone)]
+pub struct Authorizer(pub std::sync::Arc<AuthorizeFn>);
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorizer(..)")
+    }
+}
+
+impl PartialEq for Authorizer {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Authorizer {}
+
+/// A room as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// Room name.
+    pub name: String,
+    /// Peers in the room, including those inside their resume grace.
+    pub peers: usize,
+    /// Of these, peers whose SFU offer was answered.
+    pub sfu_peers: usize,
+}
+
+/// A peer as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSummary {
+    /// Peer id.
+    pub id: PeerId,
+    /// Display name.
+    pub name: String,
+    /// The token's identity, when auth is on.
+    pub identity: Option<String>,
+    /// Whether its connection is attached (false inside the resume grace).
+    pub connected: bool,
+    /// Whether the SFU answered its offer.
+    pub sfu: bool,
+    /// Whether it may send media through the SFU.
+    pub publish: bool,
 }
 
 /// Makes per-peer ICE server entries, e.g. TURN REST credentials naming the peer. Supplied by
@@ -91,6 +172,7 @@ impl Default for HubConfig {
             max_queued_signals: 256,
             ice_servers: Vec::new(),
             ice_server_source: None,
+            authorizer: None,
         }
     }
 }
@@ -139,6 +221,18 @@ pub enum Input {
     Timeout(Instant),
     /// The server is shutting down: every connection is closed with 1001.
     Shutdown,
+    /// An administrator removes a peer: it is told (`kicked`, close 4003) and the others see it
+    /// leave with reason `kicked`.
+    Kick {
+        /// Who.
+        peer: PeerId,
+    },
+    /// An administrator closes a room: every peer in it is told (`room_closed`, close 4004) and
+    /// removed. The name may be joined again afterwards.
+    CloseRoom {
+        /// The room's name.
+        room: String,
+    },
     /// A message from the SFU for one peer (its answer); dropped when the peer is detached.
     FromSfu {
         /// To whom.
@@ -194,6 +288,14 @@ pub enum CloseCode {
     IdleTimeout,
     /// 4002: the client did not read its frames.
     SlowConsumer,
+    /// 4003: an administrator removed the peer.
+    Kicked,
+    /// 4004: an administrator closed the room.
+    RoomClosed,
+    /// 4401: `join` without a valid token.
+    Unauthorized,
+    /// 4403: `join` with a token that does not allow it.
+    Forbidden,
 }
 
 impl CloseCode {
@@ -207,6 +309,10 @@ impl CloseCode {
             CloseCode::Replaced => 4000,
             CloseCode::IdleTimeout => 4001,
             CloseCode::SlowConsumer => 4002,
+            CloseCode::Kicked => 4003,
+            CloseCode::RoomClosed => 4004,
+            CloseCode::Unauthorized => 4401,
+            CloseCode::Forbidden => 4403,
         }
     }
 
@@ -220,6 +326,10 @@ impl CloseCode {
             CloseCode::Replaced => "resumed on another connection",
             CloseCode::IdleTimeout => "idle timeout",
             CloseCode::SlowConsumer => "client too slow to read",
+            CloseCode::Kicked => "removed by an administrator",
+            CloseCode::RoomClosed => "room closed by an administrator",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Forbidden => "forbidden",
         }
     }
 }
@@ -300,6 +410,9 @@ struct Peer {
     /// Counts detachments, so an old grace timer cannot remove a peer that resumed and dropped again.
     epoch: u64,
     queued: VecDeque<ServerMessage>,
+    grants: PeerGrants,
+    /// The SFU answered its offer.
+    sfu: bool,
 }
 
 struct Room {
@@ -326,6 +439,46 @@ impl Hub {
     /// The hub's configuration.
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// Every room with its peer counts, sorted by name.
+    pub fn rooms(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|(name, room)| RoomSummary {
+                name: name.as_str().to_owned(),
+                peers: room.peers.len(),
+                sfu_peers: room
+                    .peers
+                    .iter()
+                    .filter(|p| self.peers.get(p).is_some_and(|p| p.sfu))
+                    .count(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    /// The peers of `room` in join order, or `None` when no such room exists.
+    pub fn room_peers(&self, room: &str) -> Option<Vec<PeerSummary>> {
+        let room = self.rooms.get(&RoomName::parse(room).ok()?)?;
+        Some(
+            room.peers
+                .iter()
+                .filter_map(|id| {
+                    let p = self.peers.get(id)?;
+                    Some(PeerSummary {
+                        id: *id,
+                        name: p.name.as_str().to_owned(),
+                        identity: p.grants.identity.clone(),
+                        connected: p.conn.is_some(),
+                        sfu: p.sfu,
+                        publish: p.grants.publish,
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Current counters.
@@ -358,10 +511,22 @@ impl Hub {
             }
             Input::Timeout(now) => self.on_timeout(now),
             Input::FromSfu { peer, message } => {
-                if let Some(conn) = self.peers.get(&peer).and_then(|p| p.conn) {
-                    self.outputs.push_back(Output::Send(conn, message));
+                let answered = matches!(
+                    message,
+                    ServerMessage::Sfu {
+                        description: Some(_),
+                        ..
+                    }
+                );
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.sfu |= answered;
+                    if let Some(conn) = p.conn {
+                        self.outputs.push_back(Output::Send(conn, message));
+                    }
                 }
             }
+            Input::Kick { peer } => self.kick(peer),
+            Input::CloseRoom { room } => self.close_room(&room),
             Input::Shutdown => {
                 let all: Vec<ConnId> = self.conns.keys().copied().collect();
                 for conn in all {
@@ -481,7 +646,18 @@ impl Hub {
                     .get(&conn_id)
                     .and_then(|c| c.peer)
                     .and_then(|peer| Some((peer, self.peers.get(&peer)?.room.as_str().to_owned())));
+                let publish = joined
+                    .as_ref()
+                    .and_then(|(peer, _)| self.peers.get(peer))
+                    .is_none_or(|p| p.grants.publish);
                 match joined {
+                    Some(_) if !publish && sdp_sends_media(&offer.description.sdp) => self
+                        .send_error(
+                            conn_id,
+                            ErrorCode::Forbidden,
+                            "your token does not grant publish: offer to receive only \
+                             (recvonly), or ask for a token with the publish grant",
+                        ),
                     Some((peer, room)) => self.outputs.push_back(Output::ToSfu {
                         room,
                         peer,
@@ -541,13 +717,88 @@ impl Hub {
                 );
             }
         };
+        let grants = match &self.config.authorizer {
+            None => PeerGrants::open(),
+            Some(authorizer) => match (authorizer.0)(room.as_str(), join.token.as_deref()) {
+                Ok(grants) => grants,
+                Err(refusal) => {
+                    let (code, close) = if refusal.forbidden {
+                        (ErrorCode::Forbidden, CloseCode::Forbidden)
+                    } else {
+                        (ErrorCode::Unauthorized, CloseCode::Unauthorized)
+                    };
+                    debug!(conn = conn_id.0, room = %room, ?code, "join refused");
+                    self.send_error(conn_id, code, refusal.message);
+                    self.close(conn_id, close, None);
+                    return;
+                }
+            },
+        };
         match join.resume {
-            Some(resume) => self.resume(conn_id, room, name, &resume.peer, &resume.token, now),
-            None => self.join_fresh(conn_id, room, name),
+            Some(resume) => self.resume(
+                conn_id,
+                room,
+                name,
+                grants,
+                &resume.peer,
+                &resume.token,
+                now,
+            ),
+            None => self.join_fresh(conn_id, room, name, grants),
         }
     }
 
-    fn join_fresh(&mut self, conn_id: ConnId, room: RoomName, name: DisplayName) {
+    fn kick(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        if let Some(conn) = peer.conn {
+            self.send_error(
+                conn,
+                ErrorCode::Kicked,
+                "an administrator removed you from the room",
+            );
+            self.close(conn, CloseCode::Kicked, None);
+        }
+        debug!(peer = %id, "kicked");
+        self.remove_peer(id, LeaveReason::Kicked);
+    }
+
+    fn close_room(&mut self, room: &str) {
+        let Some(peers) = RoomName::parse(room)
+            .ok()
+            .and_then(|name| self.rooms.get(&name))
+            .map(|r| r.peers.clone())
+        else {
+            return;
+        };
+        // Everyone is disconnected first, so nobody is told about the others leaving.
+        for id in &peers {
+            if let Some(conn) = self.peers.get(id).and_then(|p| p.conn) {
+                self.send_error(
+                    conn,
+                    ErrorCode::RoomClosed,
+                    "an administrator closed the room",
+                );
+                self.close(conn, CloseCode::RoomClosed, None);
+            }
+            if let Some(p) = self.peers.get_mut(id) {
+                p.conn = None;
+            }
+        }
+        for id in peers {
+            self.remove_peer(id, LeaveReason::Kicked);
+        }
+        debug!(room, "closed");
+    }
+
+    fn join_fresh(
+        &mut self,
+        conn_id: ConnId,
+        room: RoomName,
+        name: DisplayName,
+        grants: PeerGrants,
+    ) {
         let occupancy = self.rooms.get(&room).map_or(0, |r| r.peers.len());
         if occupancy >= self.config.max_peers_per_room {
             return self.send_error(
@@ -587,6 +838,8 @@ impl Hub {
                 resume_token,
                 epoch: 0,
                 queued: VecDeque::new(),
+                grants,
+                sfu: false,
             },
         );
         if let Some(conn) = self.conns.get_mut(&conn_id) {
@@ -597,11 +850,13 @@ impl Hub {
         self.send_welcome(conn_id, id, false);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn resume(
         &mut self,
         conn_id: ConnId,
         room: RoomName,
         name: DisplayName,
+        grants: PeerGrants,
         peer_text: &str,
         token: &str,
         now: Instant,
@@ -625,6 +880,7 @@ impl Hub {
         let old_conn = peer.conn.replace(conn_id);
         peer.resume_token = new_token;
         peer.name = name;
+        peer.grants = grants;
         peer.epoch += 1;
         let queued = std::mem::take(&mut peer.queued);
         if let Some(old) = old_conn {
@@ -867,6 +1123,33 @@ impl Hub {
         self.rng.fill_bytes(&mut bytes);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
+}
+
+/// Whether an SDP offer sends audio or video: an active (non-zero port) `m=audio`/`m=video`
+/// section whose direction is `sendrecv` (the default) or `sendonly`.
+pub fn sdp_sends_media(sdp: &str) -> bool {
+    let mut sends = false;
+    let mut in_media = false;
+    let mut active = false;
+    let mut direction_sends = true;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            sends |= in_media && active && direction_sends;
+            let mut fields = media.split(' ');
+            let kind = fields.next().unwrap_or_default();
+            let port = fields.next().unwrap_or_default();
+            in_media = matches!(kind, "audio" | "video");
+            active = port != "0";
+            direction_sends = true;
+        } else if in_media {
+            match line {
+                "a=recvonly" | "a=inactive" => direction_sends = false,
+                "a=sendrecv" | "a=sendonly" => direction_sends = true,
+                _ => {}
+            }
+        }
+    }
+    sends || (in_media && active && direction_sends)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -15,7 +15,10 @@ pub mod protocol;
 mod names;
 mod rate;
 
-pub use hub::{CloseCode, ConnId, Frame, Hub, HubConfig, HubStats, IceServerSource, Input, Output};
+pub use hub::{
+    Authorizer, CloseCode, ConnId, Frame, Hub, HubConfig, HubStats, IceServerSource, Input,
+    JoinRefusal, Output, PeerGrants, PeerSummary, RoomSummary,
+};
 pub use names::{DisplayName, NameError, RoomName};
 pub use protocol::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage};
 

@@ -78,6 +78,9 @@ pub struct Join {
     /// Resume a peer from an earlier `welcome`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Access token (a JWT from `switchboard token`), required when the server has an API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 fn default_version() -> u32 {
@@ -270,6 +273,8 @@ pub enum LeaveReason {
     Left,
     /// Its connection was lost and the resume grace ran out.
     Timeout,
+    /// An administrator removed it.
+    Kicked,
 }
 
 /// A relayed `signal`.
@@ -332,6 +337,16 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is at its connection limit.
     ServerBusy,
+    /// `join` without a valid token (missing, malformed, bad signature, unknown key, expired or
+    /// not yet valid) where the server requires one; the connection is closed with 4401.
+    Unauthorized,
+    /// A valid token that does not allow this: another room, or a missing grant. On `join` the
+    /// connection is closed with 4403; on `sfu` only the offer is refused.
+    Forbidden,
+    /// An administrator removed this peer from its room; the connection is closed with 4003.
+    Kicked,
+    /// An administrator closed the room; the connection is closed with 4004.
+    RoomClosed,
 }
 
 /// Why a client frame was refused: the error code and a human-readable message.

@@ -4,6 +4,7 @@ mod loadtest;
 mod serve;
 mod share;
 mod stream;
+mod token_cmd;
 mod turn_args;
 mod turn_cmd;
 
@@ -40,12 +41,18 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Load-test an SFU: native WHIP publishers and WHEP subscribers with synthetic media.
     Loadtest(loadtest::LoadtestArgs),
+    /// Mint an access token for a room (when the server has an API key).
+    Token(token_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Send(_) | Command::Recv(_) | Command::Stream(_) | Command::Loadtest(_) => "warn",
+        Command::Send(_)
+        | Command::Recv(_)
+        | Command::Stream(_)
+        | Command::Loadtest(_)
+        | Command::Token(_) => "warn",
         _ => "info",
     };
     init_tracing(cli.log.as_deref().unwrap_or(default_log));
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         Command::Recv(args) => share::run_recv(args),
         Command::Stream(args) => stream::run(args),
         Command::Loadtest(args) => loadtest::run(args),
+        Command::Token(args) => token_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

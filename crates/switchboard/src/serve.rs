@@ -79,6 +79,56 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     turn: TurnArgs,
+
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Access-token options of `serve`.
+#[derive(Debug, Args)]
+pub(crate) struct AuthArgs {
+    /// API key that signs access tokens; with it every join, WHIP/WHEP request and admin call
+    /// needs a token (`switchboard token`)
+    #[arg(long, env = "SWITCHBOARD_API_KEY", value_name = "KEY")]
+    api_key: Option<String>,
+
+    /// The API key's secret, at least 32 bytes (prefer the environment variable or
+    /// --api-secret-file: command lines are visible to other local users)
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    api_secret: Option<String>,
+
+    /// File holding the API secret
+    #[arg(long, value_name = "FILE", conflicts_with = "api_secret")]
+    api_secret_file: Option<PathBuf>,
+
+    /// Serve open rooms (no tokens) on a non-loopback address. DANGEROUS: anyone who can reach
+    /// the server may join any room, publish and use its TURN relay
+    #[arg(long)]
+    dangerous_open_rooms: bool,
+}
+
+impl AuthArgs {
+    fn apply(self, auth: &mut server::AuthConfig) {
+        if let Some(key) = self.api_key {
+            auth.api_key = Some(key);
+        }
+        if let Some(secret) = self.api_secret {
+            auth.api_secret = Some(secret);
+            auth.api_secret_file = None;
+        }
+        if let Some(file) = self.api_secret_file {
+            auth.api_secret_file = Some(file);
+            auth.api_secret = None;
+        }
+        if self.dangerous_open_rooms {
+            auth.dangerous_open_rooms = true;
+        }
+    }
 }
 
 impl ServeArgs {
@@ -109,6 +159,7 @@ impl ServeArgs {
             config.sfu.enabled = false;
         }
         self.turn.apply(&mut config.turn, &mut config.tls);
+        self.auth.apply(&mut config.auth);
         if !self.ice_servers.is_empty() {
             config.ice_servers = self
                 .ice_servers
