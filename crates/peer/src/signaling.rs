@@ -166,6 +166,16 @@ impl Signaling {
     /// Connects to `server` (an `http://` or `ws://` URL), joins `room` as `name` and waits for
     /// the welcome.
     pub async fn join(server: &str, room: &str, name: &str) -> Result<Signaling> {
+        Self::join_with_token(server, room, name, None).await
+    }
+
+    /// [`Signaling::join`] with an access token, for servers that require one.
+    pub async fn join_with_token(
+        server: &str,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<Signaling> {
         let url = websocket_url(server)?;
         if url.starts_with("wss://") {
             bail!("wss:// signaling is not supported by this build yet; use http://");
@@ -173,7 +183,10 @@ impl Signaling {
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .with_context(|| format!("cannot reach the signaling server at {url}"))?;
-        let join = json!({"type": "join", "v": 1, "room": room, "name": name});
+        let mut join = json!({"type": "join", "v": 1, "room": room, "name": name});
+        if let Some(token) = token {
+            join["token"] = json!(token);
+        }
         ws.send(Message::Text(join.to_string().into())).await?;
         let welcome = loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())

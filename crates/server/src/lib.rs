@@ -97,6 +97,7 @@ struct AppState {
     turn: Option<turn_loop::TurnStatsReader>,
     sfu: Option<SfuHandle>,
     counters: std::sync::Arc<metrics::Counters>,
+    access: access::Access,
 }
 
 impl Server {
@@ -203,6 +204,7 @@ impl Server {
             turn: self.turn.as_ref().map(|t| t.handle.stats_reader()),
             sfu: self.sfu.as_ref().map(|s| s.handle.clone()),
             counters: counters.clone(),
+            access: self.access.clone(),
         };
         let mut app = router(state).merge(admin::routes(admin::AdminState {
             hub: hub_tx.clone(),
@@ -416,8 +418,12 @@ async fn healthz(State(state): State<AppState>) -> Response {
     body.into_response()
 }
 
-async fn metrics_page(State(state): State<AppState>) -> Response {
+async fn metrics_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     use axum::response::IntoResponse;
+    // With an API key, scraping needs a token with the admin grant for room `*`.
+    if let Err(refusal) = state.access.check(&headers, None, auth::Grant::Admin) {
+        return refusal.plain();
+    }
     let body = metrics::render(&metrics::Snapshot {
         hub: hub_stats(&state.hub).await,
         turn: state.turn.as_ref().map(|t| t.read()),

@@ -506,3 +506,71 @@ fn bad_auth_settings_name_the_field() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least one grant"));
 }
+
+#[tokio::test]
+async fn metrics_need_an_admin_token_when_a_key_is_configured() {
+    let server = serve_with_key();
+    let addr = server.addr;
+    let (status, head, _) = http(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 401);
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    let member = bearer(&token("*", true, true, false));
+    let (status, _, _) = http(addr, "GET", "/metrics", &[("Authorization", &member)], "").await;
+    assert_eq!(status, 403);
+    let admin = bearer(&token("*", false, false, true));
+    let (status, _, body) = http(addr, "GET", "/metrics", &[("Authorization", &admin)], "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("# TYPE"), "{body}");
+    let (status, _, _) = http(addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(status, 200, "health checks stay open");
+}
+
+#[test]
+fn send_and_recv_carry_a_token_and_without_one_are_told_why() {
+    let server = serve_with_key();
+    let url = format!("http://{}", server.addr);
+    let dir = std::env::temp_dir().join(format!("switchboard-auth-share-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let source = dir.join("note.txt");
+    std::fs::write(&source, b"for authorised eyes only\n").unwrap();
+
+    let refused = switchboard()
+        .args(["recv", "--server", &url, "--yes", "--out"])
+        .arg(dir.join("out"))
+        .arg("5-tiger-orbit")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    assert!(stderr.contains("access token"), "{stderr}");
+
+    // The room comes from the code, so the token is for any room.
+    let token = token("*", true, true, false);
+    let mut sender = switchboard()
+        .args(["send", "--server", &url, "--code", "5-tiger-orbit"])
+        .arg(&source)
+        .env("SWITCHBOARD_TOKEN", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The sender goes first and shows the code, as a person would.
+    std::thread::sleep(Duration::from_millis(500));
+    let received = switchboard()
+        .args([
+            "recv", "--server", &url, "--yes", "--token", &token, "--out",
+        ])
+        .arg(dir.join("out"))
+        .arg("5-tiger-orbit")
+        .output()
+        .unwrap();
+    assert!(received.status.success(), "{received:?}");
+    assert!(sender.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read(dir.join("out/note.txt")).unwrap(),
+        b"for authorised eyes only\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

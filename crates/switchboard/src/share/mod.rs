@@ -27,6 +27,15 @@ pub(crate) struct ServerArgs {
     /// Connect only through the server's TURN relay (as when no direct path exists).
     #[arg(long)]
     pub(crate) relay: bool,
+    /// Access token, when the server requires one (`switchboard token --room '*' --subscribe`:
+    /// the room comes from the code)
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<String>,
 }
 
 impl ServerArgs {

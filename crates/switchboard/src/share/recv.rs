@@ -30,7 +30,13 @@ async fn recv(args: RecvArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     let started = Instant::now();
-    let mut signaling = Signaling::join(&args.server.server, &code.room(), "receiver").await?;
+    let mut signaling = Signaling::join_with_token(
+        &args.server.server,
+        &code.room(),
+        "receiver",
+        args.server.token.as_deref(),
+    )
+    .await?;
     if signaling.welcome.peers.iter().all(|p| p.name != "sender") {
         eprintln!("Waiting for the sender (code {code})...");
     }

@@ -41,7 +41,13 @@ async fn send(args: SendArgs) -> Result<()> {
     let manifest = outgoing.manifest();
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     let options = args.server.peer_options();
-    let mut signaling = Signaling::join(&args.server.server, &code.room(), "sender").await?;
+    let mut signaling = Signaling::join_with_token(
+        &args.server.server,
+        &code.room(),
+        "sender",
+        args.server.token.as_deref(),
+    )
+    .await?;
     println!(
         "Sending {} file{} ({}).",
         manifest.files.len(),
