@@ -2,7 +2,7 @@
 // name, and wires local media, the signaling client, the peer mesh and the UI
 // together. Exposes `window.switchboard` as a small debug handle for tests.
 
-import { SignalingClient } from './signaling.js';
+import { SignalingClient, withToken } from './signaling.js';
 import { Mesh } from './mesh.js';
 import { SfuCall } from './sfu.js';
 import { LocalMedia, explain } from './media.js';
@@ -93,7 +93,7 @@ function showLobby(error) {
       return;
     }
     storeName(name);
-    location.assign(`/r/${encodeURIComponent(room)}`);
+    location.assign(withToken(`/r/${encodeURIComponent(room)}`));
   });
 }
 
@@ -344,6 +344,18 @@ function describeError(code, message, signaling) {
       return 'Too many messages too fast; some were dropped.';
     case 'server_busy':
       return 'The server is busy right now; retrying…';
+    case 'unauthorized':
+      if (/expired/.test(message ?? '')) {
+        return 'Your access token has expired. Ask for a new link (with a fresh ?token=) and open it.';
+      }
+      return `This server needs an access token to join: open the link you were given ` +
+        `(it ends in ?token=…). ${message ?? ''}`;
+    case 'forbidden':
+      return `Your access token does not allow this: ${message ?? ''}`;
+    case 'kicked':
+      return 'An administrator removed you from this room.';
+    case 'room_closed':
+      return 'An administrator closed this room.';
     default:
       return message ? `Server: ${message}` : `Server error: ${code}`;
   }
@@ -446,7 +458,7 @@ function wireControls(media, ctx, signaling, name, room) {
     ctx.call.closeAll('left');
     media.stop();
     ui.clearRemoteTiles();
-    document.getElementById('rejoin-link').href = `/r/${encodeURIComponent(room)}`;
+    document.getElementById('rejoin-link').href = withToken(`/r/${encodeURIComponent(room)}`);
     ui.showView('left');
   });
 

@@ -7,7 +7,7 @@
 // Test hooks: `?yes=1` accepts the offer without asking; `?storage=memory` keeps files in
 // memory instead of OPFS. `window.switchboardShare` is a debug handle for tests.
 
-import { SignalingClient } from './signaling.js';
+import { SignalingClient, withToken } from './signaling.js';
 import { parseCode, roomFor } from './pairing.js';
 import { Sha256 } from './sha256.js';
 import { Receiver, TransferError, encodeCancel } from './transfer.js';
@@ -79,7 +79,7 @@ function showCodeForm(problem) {
     event.preventDefault();
     try {
       const code = parseCode(el('code-input').value);
-      location.assign(`/recv/${encodeURIComponent(code)}`);
+      location.assign(withToken(`/recv/${encodeURIComponent(code)}`));
     } catch (error) {
       say('error', error.message);
     }
@@ -125,7 +125,7 @@ async function start(code) {
     else if (detail.app && detail.from !== sender) signaling.signal(detail.from, { app: { abort: 'busy' } });
   });
   signaling.addEventListener('stopped', ({ detail }) => {
-    if (!link && !['left'].includes(detail.reason)) fail('error', `The signaling server refused this page (${detail.reason}).`);
+    if (!link && !['left'].includes(detail.reason)) fail('error', `The signaling server refused this page (${detail.reason})${detail.message ? `: ${detail.message}` : '.'}`);
   });
   signaling.start();
 }

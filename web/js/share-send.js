@@ -235,7 +235,7 @@ async function share() {
     }
   });
   signaling.addEventListener('stopped', ({ detail }) => {
-    if (!finished && detail.reason !== 'left') fail('error', `The signaling server refused this page (${detail.reason}).`);
+    if (!finished && detail.reason !== 'left') fail('error', `The signaling server refused this page (${detail.reason})${detail.message ? `: ${detail.message}` : '.'}`);
   });
   signaling.start();
 }

@@ -10,6 +10,10 @@ const BACKOFF_MAX_MS = 8_000;
 const MAX_BUFFERED_SIGNALS = 256;
 // Stay this far under the server's advertised message rate and burst.
 const RATE_MARGIN = 0.8;
+// Refusals after which retrying cannot help: the join needs another token, or an administrator
+// removed this peer (docs/protocol.md, "Close codes").
+const FINAL_CLOSE_CODES = { 4003: 'kicked', 4004: 'room_closed', 4401: 'unauthorized', 4403: 'forbidden' };
+const FINAL_ERROR_CODES = ['unauthorized', 'forbidden', 'kicked', 'room_closed'];
 
 /**
  * States (the `state` property, also sent with every `statechange` event):
@@ -23,14 +27,18 @@ const RATE_MARGIN = 0.8;
  *
  * Events: `statechange` {state, detail}, `welcome` {msg, resumed, fresh},
  * `peer_joined` {peer}, `peer_left` {peer, reason}, `signal` {from, description, candidate},
- * `servererror` {code, message}, `stopped` {reason}.
+ * `servererror` {code, message}, `stopped` {reason, message}.
+ *
+ * `token` is the access token sent with every join (the page's `?token=` by default); servers
+ * with an API key refuse joins without one.
  */
 export class SignalingClient extends EventTarget {
-  constructor({ url = defaultUrl(), room, name } = {}) {
+  constructor({ url = defaultUrl(), room, name, token = pageToken() } = {}) {
     super();
     this.url = url;
     this.room = room;
     this.name = name;
+    this.token = token || null;
     this.state = 'idle';
     this.peerId = null;
     this.resume = null; // {peer, token} from the latest welcome
@@ -153,8 +161,14 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  sendJoin() {
+  joinMessage() {
     const join = { type: 'join', v: 1, room: this.room, name: this.name };
+    if (this.token) join.token = this.token;
+    return join;
+  }
+
+  sendJoin() {
+    const join = this.joinMessage();
     if (this.resume) join.resume = this.resume;
     this.setState('joining', { resuming: !!this.resume });
     this.send(join);
@@ -176,6 +190,10 @@ export class SignalingClient extends EventTarget {
     if (code === 4000) {
       // Another connection resumed this peer: that one is the live session now.
       this.stop('replaced');
+      return;
+    }
+    if (FINAL_CLOSE_CODES[code]) {
+      this.stop(FINAL_CLOSE_CODES[code], this.lastError?.message ?? reason);
       return;
     }
     this.attempt++;
@@ -260,10 +278,15 @@ export class SignalingClient extends EventTarget {
       this.resume = null;
       this.outbox = [];
       this.emit('servererror', { code, message });
-      this.send({ type: 'join', v: 1, room: this.room, name: this.name });
+      this.send(this.joinMessage());
       return;
     }
+    this.lastError = { code, message };
     this.emit('servererror', { code, message });
+    if (FINAL_ERROR_CODES.includes(code)) {
+      this.stop(code, message);
+      return;
+    }
     if (this.state === 'joining') {
       // The join itself was refused (room full, bad name, ...): retrying would not help.
       if (['room_full', 'bad_room_name', 'bad_display_name', 'unsupported_version'].includes(code)) {
@@ -272,7 +295,7 @@ export class SignalingClient extends EventTarget {
     }
   }
 
-  stop(reason) {
+  stop(reason, message) {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.retryTimer);
@@ -285,8 +308,8 @@ export class SignalingClient extends EventTarget {
     this.outbox = [];
     this.paced = [];
     clearTimeout(this.paceTimer);
-    this.setState('stopped', { reason });
-    this.emit('stopped', { reason });
+    this.setState('stopped', { reason, message });
+    this.emit('stopped', { reason, message });
   }
 
   setState(state, detail = {}) {
@@ -297,6 +320,17 @@ export class SignalingClient extends EventTarget {
   emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** The access token in the page's address (`?token=`), or null. */
+export function pageToken(loc = window.location) {
+  return new URLSearchParams(loc.search).get('token') || null;
+}
+
+/** `path` with the page's `?token=` carried over, for links to other pages of the app. */
+export function withToken(path, loc = window.location) {
+  const token = pageToken(loc);
+  return token ? `${path}${path.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : path;
 }
 
 /** ws: or wss: URL of /ws on the page's own host. */

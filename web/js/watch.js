@@ -5,6 +5,9 @@
 // `window.switchboardWatch` is a small debug handle for tests.
 
 const RETRY_MS = 3_000;
+// `?token=`: an access token with the subscribe grant, sent as `Authorization: Bearer`.
+const token = new URLSearchParams(location.search).get('token');
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
 
 const room = decodeURIComponent(location.pathname.split('/')[2] ?? '');
 const video = document.getElementById('watch-video');
@@ -52,11 +55,25 @@ async function start() {
   try {
     response = await fetch(`/whep/${encodeURIComponent(room)}`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/sdp' },
+      headers: { 'Content-Type': 'application/sdp', ...auth },
       body: pc.localDescription.sdp,
     });
   } catch (err) {
     return retry(`the server cannot be reached (${err.message})`);
+  }
+  if (response.status === 401 || response.status === 403) {
+    // Another try with the same token gets the same answer.
+    const text = (await response.text()).trim();
+    watch.error = text;
+    setState('refused', response.status === 401 ? 'access token needed' : 'not allowed');
+    showNotice(response.status === 401 && /expired/.test(text)
+      ? `Your access token has expired: ask for a new link. (${text})`
+      : response.status === 401
+        ? `This stream needs an access token: open the link you were given (it ends in ?token=…). (${text})`
+        : `Your access token does not allow watching this stream: ${text}`);
+    pc.close();
+    watch.pc = null;
+    return;
   }
   if (response.status !== 201) {
     const text = (await response.text()).trim();
@@ -74,7 +91,7 @@ function retry(why) {
   const pc = watch.pc;
   watch.pc = null;
   pc?.close();
-  if (watch.resource) fetch(watch.resource, { method: 'DELETE' }).catch(() => {});
+  if (watch.resource) fetch(watch.resource, { method: 'DELETE', headers: auth }).catch(() => {});
   watch.resource = null;
   setTimeout(start, RETRY_MS);
 }
@@ -96,7 +113,7 @@ setInterval(async () => {
 }, 1_000);
 
 window.addEventListener('pagehide', () => {
-  if (watch.resource) fetch(watch.resource, { method: 'DELETE', keepalive: true }).catch(() => {});
+  if (watch.resource) fetch(watch.resource, { method: 'DELETE', headers: auth, keepalive: true }).catch(() => {});
 });
 
 // A video element with a source that has no frames yet would hold back the page's load event
