@@ -175,7 +175,10 @@ fn drive(
                     }
                 }
                 Output::ToSfu { room, peer, sdp } => match sfu {
-                    Some(link) => offer_to_sfu(link.clone(), room, peer, sdp),
+                    Some(link) => {
+                        let publish = hub.grants(peer).is_none_or(|g| g.publish);
+                        offer_to_sfu(link.clone(), room, peer, sdp, publish);
+                    }
                     None => pending.push(Input::FromSfu {
                         peer,
                         message: ServerMessage::Sfu {
@@ -200,11 +203,13 @@ fn drive(
 }
 
 /// Hands an offer to the SFU thread and brings its answer back to the hub.
-fn offer_to_sfu(link: SfuLink, room: String, peer: PeerId, sdp: String) {
+/// `publish`: whether the peer's token grants sending media (the SFU ignores media it adds
+/// later by renegotiation otherwise).
+fn offer_to_sfu(link: SfuLink, room: String, peer: PeerId, sdp: String, publish: bool) {
     tokio::spawn(async move {
         let result = link
             .sfu
-            .join(&room, &peer.to_string(), sfu::Role::Member, sdp)
+            .join_with_grants(&room, &peer.to_string(), sfu::Role::Member, sdp, publish)
             .await;
         let message = match result {
             Ok(joined) => ServerMessage::Sfu {

@@ -58,6 +58,7 @@ enum Command {
         label: String,
         role: Role,
         offer: String,
+        may_publish: bool,
         reply: oneshot::Sender<Result<Joined, SfuError>>,
     },
     LeaveLabel {
@@ -198,12 +199,25 @@ impl SfuHandle {
         role: Role,
         offer: String,
     ) -> Result<Joined, SfuError> {
+        self.join_with_grants(room, label, role, offer, true).await
+    }
+
+    /// [`SfuHandle::join`] for a participant that may or may not publish media.
+    pub async fn join_with_grants(
+        &self,
+        room: &str,
+        label: &str,
+        role: Role,
+        offer: String,
+        may_publish: bool,
+    ) -> Result<Joined, SfuError> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Join {
             room: room.to_owned(),
             label: label.to_owned(),
             role,
             offer,
+            may_publish,
             reply,
         };
         if !self.send(command) {
@@ -379,6 +393,7 @@ impl EventLoop {
                     label,
                     role,
                     offer,
+                    may_publish,
                     reply,
                 } => {
                     let result = self.sfu.join(
@@ -390,8 +405,10 @@ impl EventLoop {
                             offer: &offer,
                         },
                     );
-                    if let Err(err) = &result {
-                        debug!(%room, %label, %err, "SFU join refused");
+                    match &result {
+                        Err(err) => debug!(%room, %label, %err, "SFU join refused"),
+                        Ok(joined) if !may_publish => self.sfu.forbid_publishing(joined.id),
+                        Ok(_) => {}
                     }
                     let _ = reply.send(result);
                 }

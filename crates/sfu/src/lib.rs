@@ -348,6 +348,9 @@ struct Participant {
     bandwidth: Option<u64>,
     media_state: Option<(bool, bool)>,
     failed: Option<LeaveReason>,
+    /// False for a member whose access token lacks the publish grant: media it offers later
+    /// (renegotiation over the control channel) is not forwarded.
+    may_publish: bool,
 }
 
 #[derive(Debug, Default)]
@@ -499,6 +502,7 @@ impl Sfu {
                 bandwidth: None,
                 media_state: None,
                 failed: None,
+                may_publish: true,
             },
         );
         self.rooms
@@ -539,6 +543,14 @@ impl Sfu {
             .collect();
         tracks.sort_by_key(|(id, _)| id.0);
         tracks
+    }
+
+    /// From now on, media the participant sends is not taken in (no track is published for
+    /// it): a member without the publish grant. Tracks it already publishes stay.
+    pub fn forbid_publishing(&mut self, id: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.may_publish = false;
+        }
     }
 
     /// The participant with this room and label.
@@ -831,6 +843,10 @@ impl Sfu {
             return;
         }
         if p.role == Role::Viewer || !we_receive || p.published.contains_key(&mid) {
+            return;
+        }
+        if !p.may_publish {
+            debug!(participant = %p.label, %mid, "media refused: no publish grant");
             return;
         }
         let track = TrackId(self.next_track);

@@ -441,3 +441,44 @@ fn a_bad_offer_is_refused_with_a_reason() {
     assert!(matches!(err, sfu::SfuError::BadOffer(_)), "{err}");
     assert_eq!(sfu.stats().participants, 0);
 }
+
+#[test]
+fn media_from_a_participant_forbidden_to_publish_is_not_forwarded() {
+    let mut w = World::new();
+    let mut sender = Client::new("10.0.0.2:5000", w.now);
+    sender.join(
+        &mut w.sfu,
+        w.now,
+        "live",
+        "no-grant",
+        Role::Publisher,
+        Direction::SendOnly,
+    );
+    let id = w.sfu.find("live", "no-grant").unwrap();
+    w.sfu.forbid_publishing(id);
+    let mut viewer = Client::new("10.0.0.3:5000", w.now);
+    viewer.join(
+        &mut w.sfu,
+        w.now,
+        "live",
+        "whep-1",
+        Role::Viewer,
+        Direction::RecvOnly,
+    );
+    w.clients.push(sender);
+    w.clients.push(viewer);
+    let mut n = 0;
+    let mut step = 0u32;
+    w.run(Duration::from_secs(2), |w| {
+        step += 1;
+        if step % 7 == 0 {
+            publish(w, 0, &mut n);
+        }
+    });
+    assert!(w.clients[0].connected && w.clients[1].connected);
+    assert!(n > 20, "the sender wrote {n} frames");
+    assert!(w.clients[1].frames.is_empty(), "nothing reaches the viewer");
+    let stats = w.sfu.stats();
+    assert_eq!(stats.tracks, 0);
+    assert_eq!(stats.media_forwarded, 0);
+}

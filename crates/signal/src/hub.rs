@@ -481,6 +481,11 @@ impl Hub {
         )
     }
 
+    /// What `peer` may do, while it exists.
+    pub fn grants(&self, peer: PeerId) -> Option<&PeerGrants> {
+        self.peers.get(&peer).map(|p| &p.grants)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> HubStats {
         HubStats {
