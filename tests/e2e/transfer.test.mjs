@@ -388,6 +388,51 @@ test('CLI → Chromium: switchboard send, /recv/CODE saves and verifies 20 MB', 
 });
 
 
+/** `switchboard turn` relaying to loopback, on `port` (0: any); resolves with it and its port. */
+async function turnServer(port = 0) {
+  const turn = cli(['turn', '--turn', `127.0.0.1:${port}`, '--turn-user', 'alice:wonderland',
+    '--dangerous-allow-loopback-peers'], { timeoutMs: 600_000 });
+  const line = await pollUntil(() => turn.output().match(/TURN listening on 127\.0\.0\.1:(\d+) \(udp/),
+    { what: 'switchboard turn listening' });
+  return { turn, port: Number(line[1]) };
+}
+
+test('CLI → Chromium through TURN only: the TURN server restarts, the sender restarts ICE, the same transfer finishes', async () => {
+  const tmp = mkdtempSync(path.join(tmpdir(), 'transfer-'));
+  let { turn, port } = await turnServer();
+  const config = path.join(tmp, 'serve.toml');
+  writeFileSync(config, `[[ice_servers]]\nurls = ["turn:127.0.0.1:${port}?transport=udp"]\nusername = "alice"\ncredential = "wonderland"\n`);
+  try {
+    await withServer(async (ctx) => {
+      const browser = await launchBrowser();
+      ctx.cleanup.push(() => browser.close());
+      const src = randomFile(tmp, 'restart.bin', 30 * MB);
+      const code = '8-tiger-orbit';
+      const send = cli(['send', src.file, '--relay', '--code', code, '--server', ctx.server.url]);
+      ctx.cleanup.push(async () => send.kill());
+      await pollUntil(() => send.output().includes(`Code: ${code}`), { what: 'the code from switchboard send' });
+      const page = await openPage(browser, `${ctx.server.url}/recv/${code}?yes=1&relay=1&storage=memory`, { label: 'receiver' });
+      ctx.pages.push(page);
+      await settled(page, ['receiving'], { what: 'receiving', also: (s) => s.bytes > 0 });
+      turn.kill();
+      await turn.done;
+      ({ turn } = await turnServer(port));
+      const final = await settled(page, ['done'], { what: 'the file received after the restart' });
+      assert.equal(final.state, 'done', final.error);
+      assert.equal(final.files[0].computedSha256, src.sha256);
+      const sent = await send.done;
+      assert.equal(sent.code, 0, sent.out);
+      assert.match(sent.out, /restarting ICE/);
+      assert.match(sent.out, /Reconnected through the TURN relay/);
+      assert.doesNotMatch(sent.out, /Connection lost|Resuming/);
+      assert.equal(final.pair?.local, 'relay', JSON.stringify(final.pair));
+    }, { args: ['--config', config, '--no-turn'] });
+  } finally {
+    turn.kill();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
 test('Chromium → CLI: /send?code=..., switchboard recv saves and verifies 20 MB', async () => {
   await withBrowser(async (ctx) => {
     const src = randomFile(ctx.tmp, 'upload.bin', 20 * MB);

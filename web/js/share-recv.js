@@ -16,6 +16,8 @@ import { Meeting, RateMeter, channelStats, formatBytes, formatDuration, makeCert
 const params = new URLSearchParams(location.search);
 const AUTO_ACCEPT = params.get('yes') === '1';
 const FORCE_MEMORY = params.get('storage') === 'memory';
+// `?relay=1`: connect through the TURN server only (as the call page's option does).
+const RELAY_ONLY = params.get('relay') === '1';
 // How long the receiver keeps the connection open after the last VERIFIED, waiting for the
 // sender to close it.
 const CLOSE_GRACE_MS = 10_000;
@@ -97,12 +99,13 @@ async function start(code) {
     if (meeting || link || sender) return;
     sender = peer;
     setState('pairing', 'Sender found; checking the code…');
-    meeting = new Meeting({
+    const attempt = new Meeting({
       signaling, code, role: 'receiver', peer, cert,
-      iceServers: signaling.iceServers,
+      iceServers: signaling.iceServers, relayOnly: RELAY_ONLY,
       log: (line) => console.debug(`transfer: ${line}`),
     });
-    meeting.run().then(connected, (error) => {
+    meeting = attempt;
+    attempt.run().then((open) => connected({ ...open, meeting: attempt }), (error) => {
       meeting = null;
       if (error.kind === 'wrong_code') fail('wrong_code', 'Wrong code: the sender has a different code. Nothing was received. Check the code and try again.');
       else fail('error', `${error.message}.`);
@@ -122,6 +125,8 @@ async function start(code) {
   });
   signaling.addEventListener('signal', ({ detail }) => {
     if (meeting && detail.from === meeting.peer) meeting.onSignal(detail);
+    // The sender restarts ICE when the path drops: answer on the same connection.
+    else if (link && detail.from === sender && (detail.description || detail.candidate !== undefined)) link.meeting.renegotiate(detail);
     else if (detail.app && detail.from !== sender) signaling.signal(detail.from, { app: { abort: 'busy' } });
   });
   signaling.addEventListener('stopped', ({ detail }) => {
@@ -130,9 +135,9 @@ async function start(code) {
   signaling.start();
 }
 
-function connected({ pc, dc }) {
+function connected({ pc, dc, meeting: attempt }) {
   meeting = null;
-  link = { pc, dc };
+  link = { pc, dc, meeting: attempt };
   setState('connecting', 'Connected; waiting for the list of files…');
   selectedPair(pc).then((pair) => { debug.pair = pair; });
   receiver = new Receiver();

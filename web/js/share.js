@@ -48,6 +48,7 @@ export class Meeting {
   #peer;
   #cert;
   #iceServers;
+  #relayOnly;
   #log;
   #queue = Promise.resolve();
   #pairing = null;
@@ -59,13 +60,14 @@ export class Meeting {
   #timer = null;
   #done = false;
 
-  constructor({ signaling, code, role, peer, cert, iceServers = [], log = () => {} }) {
+  constructor({ signaling, code, role, peer, cert, iceServers = [], relayOnly = false, log = () => {} }) {
     this.#signaling = signaling;
     this.#code = code;
     this.#role = role;
     this.#peer = peer;
     this.#cert = cert;
     this.#iceServers = iceServers;
+    this.#relayOnly = relayOnly;
     this.#log = log;
     this.pc = null;
     this.dc = null;
@@ -91,6 +93,38 @@ export class Meeting {
   /** A signal from this meeting's peer ({app} | {description} | {candidate}). */
   onSignal(msg) {
     this.#enqueue(() => this.#onSignal(msg));
+  }
+
+  /**
+   * Once connected, a signal from the peer: an ICE restart's offer (answered here, so the
+   * same connection and transfer carry on over a new path) or a trickled candidate.
+   */
+  renegotiate(msg) {
+    this.#queue = this.#queue
+      .then(() => this.#renegotiate(msg))
+      .catch((error) => this.#log(`renegotiation failed: ${error}`));
+  }
+
+  async #renegotiate(msg) {
+    const pc = this.pc;
+    if (!pc || pc.signalingState === 'closed') return;
+    if (msg.description) {
+      if (sdpFingerprint(msg.description.sdp ?? '') !== this.#remoteFingerprint) {
+        this.#log('ignoring a description with a certificate the code did not authenticate');
+        return;
+      }
+      if (msg.description.type === 'offer') {
+        await pc.setRemoteDescription(msg.description);
+        await pc.setLocalDescription(await pc.createAnswer());
+        this.#send({ description: { type: 'answer', sdp: pc.localDescription.sdp } });
+        this.#log('answered an ICE restart');
+      } else if (msg.description.type === 'answer' && pc.signalingState === 'have-local-offer') {
+        await pc.setRemoteDescription(msg.description);
+      }
+    } else if (msg.candidate !== undefined) {
+      const init = candidateFromWire(msg.candidate);
+      if (init) await pc.addIceCandidate(init).catch((e) => this.#log(`candidate refused: ${e}`));
+    }
   }
 
   /** Gives up (the peer left, the page is closing); closes the peer connection. */
@@ -171,7 +205,11 @@ export class Meeting {
 
   async #connect() {
     this.state = 'connecting';
-    const pc = new RTCPeerConnection({ iceServers: this.#iceServers, certificates: [this.#cert.certificate] });
+    const pc = new RTCPeerConnection({
+      iceServers: this.#iceServers,
+      iceTransportPolicy: this.#relayOnly ? 'relay' : 'all',
+      certificates: [this.#cert.certificate],
+    });
     this.pc = pc;
     pc.onicecandidate = ({ candidate }) => this.#send({ candidate: candidateToWire(candidate) });
     pc.onconnectionstatechange = () => {

@@ -31,6 +31,14 @@ const RECV_BUFFER: usize = 2048;
 /// queued records ("receive queue full").
 const RECV_BATCH: usize = 16;
 
+/// How often ICE checks the selected pair (and the longest wait between retransmissions).
+const ICE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the connected peer may send nothing (data, ICE checks or their answers, which come
+/// every second) before we report the path lost. The ICE agent alone would wait at least 15 s
+/// after the last check it received.
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Where the peer looks for local candidates.
 #[derive(Debug, Clone, Default)]
 pub struct PeerOptions {
@@ -400,7 +408,7 @@ impl Relay {
 /// What the connection reports to the application.
 #[derive(Debug)]
 pub enum PeerEvent {
-    /// ICE and DTLS are up.
+    /// ICE and DTLS are up; again after a [`PeerEvent::Disconnected`] once ICE has a path.
     Connected,
     /// A data channel is open (ours, or one the remote peer created).
     ChannelOpen(ChannelId, String),
@@ -431,6 +439,19 @@ pub struct Connection {
     remote_candidates: Vec<(SocketAddr, CandidateType)>,
     /// Source and destination of the last DTLS datagram we sent.
     last_dtls: Option<(SocketAddr, SocketAddr)>,
+    /// How candidates are gathered, again on an ICE restart.
+    options: PeerOptions,
+    /// Our candidates the engine has, with the socket address each uses, to withdraw those
+    /// whose socket goes away.
+    local_candidates: Vec<(SocketAddr, Candidate)>,
+    /// ICE reported the path lost (or the peer fell silent) and no path is back since.
+    ice_lost: bool,
+    /// When a datagram from the peer last reached the engine.
+    last_heard: Instant,
+    /// DTLS is up: from then on silence means the path is lost.
+    connected: bool,
+    /// We reported the path lost because the peer fell silent, not because ICE said so.
+    silent: bool,
 }
 
 /// A candidate's type, named as in SDP and `RTCIceCandidateStats.candidateType`.
@@ -560,17 +581,70 @@ pub fn host_addresses(options: &PeerOptions) -> Result<Vec<IpAddr>> {
 
 impl Connection {
     /// Binds one UDP socket per usable local address and builds the engine with those host
-    /// candidates.
+    /// candidates, plus the relayed (and server-reflexive) ones when a TURN server is given.
     pub async fn new(options: &PeerOptions) -> Result<Connection> {
-        let rtc_config = RtcConfig::new().set_sctp_max_buffered_amount(MAX_BUFFERED);
-        let mut rtc = rtc_config.build(Instant::now());
-        let mut sockets = HashMap::new();
-        let hosts = if options.relay_only {
-            Vec::new()
-        } else {
-            host_addresses(options)?
+        let mut rtc_config = RtcConfig::new().set_sctp_max_buffered_amount(MAX_BUFFERED);
+        // Checks on the selected pair every second, and 7 unanswered ones (about 6.5 s) mean
+        // the path is lost; the engine's defaults (3 s, 9) take about 21 s to notice.
+        rtc_config.set_max_stun_rto(ICE_CHECK_INTERVAL);
+        rtc_config.set_max_stun_retransmits(7);
+        let mut conn = Connection {
+            rtc: rtc_config.build(Instant::now()),
+            sockets: HashMap::new(),
+            buffer: vec![0; RECV_BUFFER],
+            relay: None,
+            pending_offer: None,
+            remote_set: false,
+            early_candidates: Vec::new(),
+            closed: None,
+            route: Route::Unknown,
+            remote_candidates: Vec::new(),
+            last_dtls: None,
+            options: options.clone(),
+            local_candidates: Vec::new(),
+            ice_lost: false,
+            last_heard: Instant::now(),
+            connected: false,
+            silent: false,
         };
+        conn.gather_hosts()?;
+        if options.relay.is_some() || options.relay_tcp.is_some() {
+            match Relay::allocate_any(options.relay.as_ref(), options.relay_tcp.as_ref()).await {
+                Ok(relay) => conn.adopt_relay(relay)?,
+                Err(err) if options.relay_only => return Err(err),
+                Err(err) => warn!("no relayed candidate: {err:#}"),
+            }
+        } else if options.relay_only {
+            bail!("relay-only needs a TURN server");
+        }
+        if conn.sockets.is_empty() && conn.relay.is_none() {
+            bail!("no network address to connect from (try the loopback option on one machine)");
+        }
+        Ok(conn)
+    }
+
+    /// Binds a socket for every usable local address that has none yet, and drops the sockets
+    /// (and candidates) of addresses the machine no longer has.
+    fn gather_hosts(&mut self) -> Result<()> {
+        if self.options.relay_only {
+            return Ok(());
+        }
+        let hosts = host_addresses(&self.options)?;
+        let gone: Vec<SocketAddr> = self
+            .sockets
+            .keys()
+            .filter(|addr| !hosts.contains(&addr.ip()))
+            .copied()
+            .collect();
+        for addr in gone {
+            debug!(%addr, "the address is gone");
+            self.sockets.remove(&addr);
+            self.forget_candidates(|socket| socket == addr);
+        }
         for ip in hosts {
+            if self.sockets.keys().any(|addr| addr.ip() == ip) {
+                continue;
+            }
             let socket = match bind_udp(SocketAddr::new(ip, 0)) {
                 Ok(socket) => socket,
                 Err(err) => {
@@ -579,69 +653,103 @@ impl Connection {
                 }
             };
             let local = socket.local_addr()?;
-            let candidate = match Candidate::host(local, "udp") {
-                Ok(candidate) => candidate,
+            match Candidate::host(local, "udp") {
+                Ok(candidate) => self.add_local_candidate(candidate, local),
                 Err(err) => {
                     debug!(%local, %err, "skipping an address the engine refuses");
                     continue;
                 }
-            };
-            rtc.add_local_candidate(candidate);
-            sockets.insert(local, socket);
+            }
+            self.sockets.insert(local, socket);
         }
-        let wants_relay = options.relay.is_some() || options.relay_tcp.is_some();
-        let relay = match wants_relay {
-            true => match Relay::allocate_any(options.relay.as_ref(), options.relay_tcp.as_ref())
-                .await
-            {
-                Ok(mut relay) => {
-                    let candidate = Candidate::relayed(relay.relayed, relay.local, "udp")
-                        .map_err(|err| anyhow!("relayed candidate: {err}"))?;
-                    rtc.add_local_candidate(candidate);
-                    debug!(relayed = %relay.relayed, tcp = relay.is_tcp(), "relayed candidate");
-                    // Behind a NAT the mapped address differs from ours: offer it too (over
-                    // TCP the mapping is a TCP one, useless for UDP). Its base must also be a
-                    // host candidate: the ICE agent takes checks only on host and relayed
-                    // candidates, and would drop every check that comes through the NAT.
-                    if !options.relay_only
-                        && !relay.is_tcp()
-                        && relay.mapped != relay.local
-                        && let Ok(candidate) =
-                            Candidate::server_reflexive(relay.mapped, relay.local, "udp")
-                        && let Ok(base) = Candidate::host(relay.local, "udp")
-                    {
-                        rtc.add_local_candidate(base);
-                        rtc.add_local_candidate(candidate);
-                        relay.direct = true;
-                        debug!(mapped = %relay.mapped, "server-reflexive candidate");
-                    }
-                    Some(relay)
-                }
-                Err(err) if options.relay_only => return Err(err),
-                Err(err) => {
-                    warn!("no relayed candidate: {err:#}");
-                    None
-                }
-            },
-            false if options.relay_only => bail!("relay-only needs a TURN server"),
-            false => None,
-        };
-        if sockets.is_empty() && relay.is_none() {
-            bail!("no network address to connect from (try the loopback option on one machine)");
+        Ok(())
+    }
+
+    /// Makes `relay` ours: its relayed candidate, and behind a NAT its server-reflexive one.
+    /// A relay we had before is released and its candidates withdrawn.
+    fn adopt_relay(&mut self, mut relay: Relay) -> Result<()> {
+        if let Some(mut old) = self.relay.take() {
+            let _ = old.client.deallocate(Instant::now());
+            old.flush();
+            let (relayed, local) = (old.relayed, old.local);
+            self.forget_candidates(|socket| socket == local || socket == relayed);
         }
-        Ok(Connection {
-            rtc,
-            sockets,
-            buffer: vec![0; RECV_BUFFER],
-            relay,
-            pending_offer: None,
-            remote_set: false,
-            early_candidates: Vec::new(),
-            closed: None,
-            route: Route::Unknown,
-            remote_candidates: Vec::new(),
-            last_dtls: None,
-        })
+        let candidate = Candidate::relayed(relay.relayed, relay.local, "udp")
+            .map_err(|err| anyhow!("relayed candidate: {err}"))?;
+        self.add_local_candidate(candidate, relay.relayed);
+        debug!(relayed = %relay.relayed, tcp = relay.is_tcp(), "relayed candidate");
+        // Behind a NAT the mapped address differs from ours: offer it too (over TCP the mapping
+        // is a TCP one, useless for UDP). Its base must also be a host candidate: the ICE agent
+        // takes checks only on host and relayed candidates, and would drop every check that
+        // comes through the NAT.
+        if !self.options.relay_only
+            && !relay.is_tcp()
+            && relay.mapped != relay.local
+            && let Ok(candidate) = Candidate::server_reflexive(relay.mapped, relay.local, "udp")
+            && let Ok(base) = Candidate::host(relay.local, "udp")
+        {
+            self.add_local_candidate(base, relay.local);
+            self.add_local_candidate(candidate, relay.local);
+            relay.direct = true;
+            debug!(mapped = %relay.mapped, "server-reflexive candidate");
+        }
+        self.relay = Some(relay);
+        Ok(())
+    }
+
+    /// Gives the engine a candidate whose datagrams go through our `socket` address.
+    fn add_local_candidate(&mut self, candidate: Candidate, socket: SocketAddr) {
+        self.local_candidates.push((socket, candidate.clone()));
+        self.rtc.add_local_candidate(candidate);
+    }
+
+    /// Withdraws from the engine our candidates whose socket address matches `gone`.
+    fn forget_candidates(&mut self, gone: impl Fn(SocketAddr) -> bool) {
+        let (forgotten, kept) = std::mem::take(&mut self.local_candidates)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(socket, _)| gone(*socket));
+        self.local_candidates = kept;
+        for (_, candidate) in forgotten {
+            self.rtc.direct_api().invalidate_candidate(&candidate);
+        }
+    }
+
+    /// Gathers again: new local addresses, and a fresh TURN allocation (the old one may be
+    /// what broke: a restarted or unreachable TURN server). Keeps the old relay when a new one
+    /// cannot be had. Call before an ICE restart, on either side.
+    pub async fn regather(&mut self) -> Result<()> {
+        self.gather_hosts()?;
+        let options = &self.options;
+        if options.relay.is_some() || options.relay_tcp.is_some() {
+            match Relay::allocate_any(options.relay.as_ref(), options.relay_tcp.as_ref()).await {
+                Ok(relay) => self.adopt_relay(relay)?,
+                Err(err) => warn!("no new relayed candidate: {err:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an ICE restart (RFC 8445 §9): gathers again and returns the offer with new ICE
+    /// credentials and candidates. DTLS and the data channels carry on over the new path once
+    /// the answer is applied with [`Connection::accept_answer`].
+    pub async fn restart_ice(&mut self) -> Result<String> {
+        self.regather().await?;
+        let (offer, pending) = guarded(|| {
+            let mut api = self.rtc.sdp_api();
+            api.ice_restart(true);
+            Ok(api.apply())
+        })?
+        .ok_or_else(|| anyhow!("nothing to offer"))?;
+        self.pending_offer = Some(pending);
+        // Candidates trickled for the new session wait for the answer: applying it flushes
+        // the remote candidates the engine knows.
+        self.remote_set = false;
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Whether an offer is waiting for its answer.
+    pub fn has_pending_offer(&self) -> bool {
+        self.pending_offer.is_some()
     }
 
     /// The path our data takes, judged by the last DTLS datagram we sent: relayed when either
@@ -857,6 +965,13 @@ impl Connection {
                 Some(relay_deadline) => deadline.min(relay_deadline),
                 None => deadline,
             };
+            if let Some(event) = self.check_silence() {
+                return event;
+            }
+            let deadline = match self.connected && !self.ice_lost {
+                true => deadline.min(self.last_heard + SILENCE),
+                false => deadline,
+            };
             // The sockets are read here rather than by tasks of their own: a channel hop per
             // datagram costs a cross-thread wakeup, and one datagram per poll makes the
             // receiver acknowledge every other packet.
@@ -893,6 +1008,27 @@ impl Connection {
         }
     }
 
+    /// Reports the path lost when the peer has been silent for [`SILENCE`], and back when it
+    /// is heard again without ICE having noticed anything.
+    fn check_silence(&mut self) -> Option<PeerEvent> {
+        if !self.connected {
+            return None;
+        }
+        let quiet = self.last_heard.elapsed();
+        if !self.ice_lost && quiet >= SILENCE {
+            debug!(?quiet, "the peer fell silent");
+            self.ice_lost = true;
+            self.silent = true;
+            return Some(PeerEvent::Disconnected);
+        }
+        if self.silent && quiet < SILENCE && self.rtc.is_connected() {
+            self.silent = false;
+            self.ice_lost = false;
+            return Some(PeerEvent::Connected);
+        }
+        None
+    }
+
     /// Hands up to [`RECV_BATCH`] datagrams already waiting in the sockets to the engine;
     /// returns how many were read.
     fn receive_ready(&mut self) -> Result<usize> {
@@ -901,6 +1037,7 @@ impl Connection {
             sockets,
             buffer,
             relay,
+            last_heard,
             ..
         } = self;
         let mut read = 0;
@@ -921,8 +1058,10 @@ impl Connection {
                     trace!(%source, "dropping a datagram the engine does not take");
                     continue;
                 };
+                let now = Instant::now();
+                *last_heard = now;
                 let input = Input::Receive(
-                    Instant::now(),
+                    now,
                     Receive {
                         proto: Protocol::Udp,
                         source,
@@ -950,6 +1089,7 @@ impl Connection {
                 if source != server {
                     // Straight to our server-reflexive candidate, not through the relay.
                     if *direct && let Ok(contents) = packet.try_into() {
+                        *last_heard = now;
                         let input = Input::Receive(
                             now,
                             Receive {
@@ -970,6 +1110,7 @@ impl Connection {
                 let Ok(contents) = received.data.try_into() else {
                     return Ok(());
                 };
+                *last_heard = now;
                 let input = Input::Receive(
                     now,
                     Receive {
@@ -1034,9 +1175,23 @@ impl Connection {
 
     fn translate(&mut self, event: Event) -> Option<PeerEvent> {
         match event {
-            Event::Connected => Some(PeerEvent::Connected),
+            Event::Connected => {
+                self.connected = true;
+                self.last_heard = Instant::now();
+                Some(PeerEvent::Connected)
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                Some(PeerEvent::Disconnected)
+                self.silent = false;
+                // Already reported when the peer fell silent.
+                (!std::mem::replace(&mut self.ice_lost, true)).then_some(PeerEvent::Disconnected)
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) if self.ice_lost => {
+                // Back after a loss (an ICE restart, or the path recovered by itself).
+                self.ice_lost = false;
+                self.silent = false;
+                Some(PeerEvent::Connected)
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(?state, "ICE state");

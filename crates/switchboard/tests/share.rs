@@ -335,6 +335,100 @@ fn relay_only_transfer_goes_through_our_turn_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A STUN/TURN server of its own (`switchboard turn`) on `port`, relaying to loopback.
+fn turn_server(port: u16) -> Proc {
+    let listen = format!("127.0.0.1:{port}");
+    let turn = Proc::spawn(&[
+        "turn",
+        "--turn",
+        &listen,
+        "--turn-user",
+        "alice:wonderland",
+        "--dangerous-allow-loopback-peers",
+    ]);
+    turn.wait_for_output("TURN listening on");
+    turn
+}
+
+#[test]
+fn a_transfer_survives_its_turn_server_restarting_through_an_ice_restart() {
+    // Relay-only peers lose their only path when the TURN server dies; a new server on the
+    // same port has none of their allocations. The sender restarts ICE, both sides allocate
+    // again, and the same DTLS and SCTP association carries the rest of the file.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut turn = turn_server(port);
+    let dir = temp_dir("ice-restart");
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[ice_servers]]\nurls = [\"turn:127.0.0.1:{port}?transport=udp\"]\n\
+             username = \"alice\"\ncredential = \"wonderland\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Proc::spawn(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--no-turn",
+        "--media",
+        "127.0.0.1:0",
+    ]);
+    server.wait_for_output("listening on http://");
+    let url = server
+        .output()
+        .lines()
+        .find_map(|l| l.split("listening on ").nth(1).map(|u| u.trim().to_owned()))
+        .unwrap();
+    let source = dir.join("restarted.bin");
+    random_file(&source, 20 * 1000 * 1000);
+    let code = "16-tiger-orbit";
+    let mut sender = Proc::spawn(&[
+        "send",
+        "--relay",
+        "--server",
+        &url,
+        "--code",
+        code,
+        source.to_str().unwrap(),
+    ]);
+    sender.wait_for_output("Code: ");
+    let mut receiver = Proc::spawn(&[
+        "recv",
+        "--relay",
+        "--server",
+        &url,
+        "--yes",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+        code,
+    ]);
+    receiver.wait_for_output("Connected through the TURN relay.");
+    thread::sleep(Duration::from_millis(300));
+    let _ = turn.child.kill();
+    let _ = turn.child.wait();
+    let _turn = turn_server(port);
+    assert!(receiver.wait().success(), "{}", receiver.output());
+    assert!(sender.wait().success(), "{}", sender.output());
+    assert_eq!(sha256(&dir.join("out/restarted.bin")), sha256(&source));
+    let said = sender.output();
+    assert!(said.contains("restarting ICE"), "{said}");
+    assert!(
+        said.contains("Reconnected through the TURN relay"),
+        "{said}"
+    );
+    // The same connection went on: no new pairing, no resume from an offset.
+    assert!(!said.contains("Connection lost"), "{said}");
+    assert!(!said.contains("Resuming"), "{said}");
+}
+
 /// A plain HTTP/1.1 GET; returns the body.
 fn http_get(base: &str, path: &str) -> String {
     let authority = base.trim_start_matches("http://").trim_end_matches('/');

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::ProgressBar;
 use pairing::{Code, Role};
-use peer::{PeerEvent, Signaling};
+use peer::{PeerEvent, SignalEvent, Signaling};
 use transfer::{Manifest, Receiver, ReceiverEvent};
 
 use super::drive::Outbox;
 use super::send::bar_style;
-use super::session::{MeetError, meet, wait_for_peer};
+use super::session::{MeetError, Meeting, meet, renegotiate, wait_for_peer};
 use super::{RecvArgs, human_bytes, say};
 
 /// How long the receiver waits for a sender to appear in the room.
@@ -63,8 +63,14 @@ async fn recv(args: RecvArgs) -> Result<()> {
     let connected = started.elapsed();
     eprintln!("Connected {}.", meeting.conn.route());
     let mut first_byte = None;
-    let conn = &mut meeting.conn;
-    let channel = meeting.channel;
+    let Meeting {
+        conn,
+        channel,
+        peer,
+        remote_fingerprint,
+    } = &mut meeting;
+    let channel = *channel;
+    let mut signaling_open = true;
     let mut receiver = Receiver::new(&args.out, args.overwrite);
     let mut outbox = Outbox::default();
     let mut bar: Option<ProgressBar> = None;
@@ -153,33 +159,43 @@ async fn recv(args: RecvArgs) -> Result<()> {
             );
             return Ok(());
         }
-        match conn.next_event().await {
-            PeerEvent::ChannelData(_, data) => {
-                let result = tokio::task::block_in_place(|| receiver.handle(&data));
-                if let Err(err) = result {
-                    while let Some(message) = receiver.poll_transmit() {
-                        outbox.push(message);
+        tokio::select! {
+            event = conn.next_event() => match event {
+                PeerEvent::ChannelData(_, data) => {
+                    let result = tokio::task::block_in_place(|| receiver.handle(&data));
+                    if let Err(err) = result {
+                        while let Some(message) = receiver.poll_transmit() {
+                            outbox.push(message);
+                        }
+                        drain(conn, channel, &mut outbox).await;
+                        if let Some(bar) = &bar {
+                            bar.abandon();
+                        }
+                        return Err(anyhow!(err));
                     }
-                    drain(conn, channel, &mut outbox).await;
+                }
+                PeerEvent::Closed(reason) => {
                     if let Some(bar) = &bar {
                         bar.abandon();
                     }
-                    return Err(anyhow!(err));
+                    bail!(
+                        "the connection to the sender was lost ({reason}); run the same command again \
+                         to resume"
+                    );
                 }
-            }
-            PeerEvent::Closed(reason) => {
-                if let Some(bar) = &bar {
-                    bar.abandon();
+                PeerEvent::ChannelClosed(id) if id == channel => {
+                    bail!("the sender closed the channel; run the same command again to resume");
                 }
-                bail!(
-                    "the connection to the sender was lost ({reason}); run the same command again \
-                     to resume"
-                );
-            }
-            PeerEvent::ChannelClosed(id) if id == channel => {
-                bail!("the sender closed the channel; run the same command again to resume");
-            }
-            _ => {}
+                _ => {}
+            },
+            event = signaling.recv(), if signaling_open => match event {
+                // The sender restarts ICE when the path drops: answer on fresh candidates.
+                SignalEvent::Signal { from, message } if from == *peer => {
+                    renegotiate(conn, peer, remote_fingerprint, &mut signaling, &message).await?;
+                }
+                SignalEvent::Closed(_) => signaling_open = false,
+                _ => {}
+            },
         }
     }
 }

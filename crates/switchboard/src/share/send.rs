@@ -10,8 +10,16 @@ use peer::{PeerEvent, SignalEvent, Signaling};
 use transfer::{Outgoing, Sender, SenderEvent};
 
 use super::drive::{LOW_WATER, Outbox};
-use super::session::{MeetError, Meeting, meet, wait_for_peer};
+use super::session::{MeetError, Meeting, meet, renegotiate, wait_for_peer};
 use super::{SendArgs, human_bytes, say};
+
+/// How long ICE may have lost the receiver before the sender restarts it.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+/// How long one ICE restart may take before the next is tried.
+const RESTART_RETRY: Duration = Duration::from_secs(8);
+/// How long the path may stay lost, restarts included, before the sender gives this connection
+/// up and waits for the receiver to come back with a new one.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// How a connection attempt ended.
 enum Attempt {
@@ -145,14 +153,21 @@ async fn drive(
     signaling: &mut Signaling,
     held: &mut Vec<SignalEvent>,
 ) -> Result<Attempt> {
-    let Meeting { conn, channel, .. } = meeting;
+    let Meeting {
+        conn,
+        channel,
+        peer,
+        remote_fingerprint,
+    } = meeting;
     let channel = *channel;
     conn.set_buffered_low_threshold(channel, LOW_WATER);
     let bar = ProgressBar::new(sender.total_bytes()).with_style(bar_style("sending"));
     let mut outbox = Outbox::default();
     let mut signaling_open = true;
-    // ICE lost the receiver; a receiver that then comes back (a reloaded page) replaces it.
-    let mut disconnected = false;
+    // Since when ICE has lost the receiver, and when we last restarted it. A receiver that
+    // comes back meanwhile (a reloaded page) replaces this connection.
+    let mut lost_since: Option<Instant> = None;
+    let mut last_restart: Option<Instant> = None;
     loop {
         while let Some(message) = sender.poll_transmit() {
             outbox.push(message);
@@ -207,7 +222,39 @@ async fn drive(
         let replacement_waiting = held
             .iter()
             .any(|e| matches!(e, SignalEvent::PeerJoined(p) if p.name == "receiver"));
+        // While the path is lost: restart ICE (over signaling), and in the end give up.
+        let wake = lost_since.map(|since| {
+            let restart = match last_restart {
+                Some(at) => at + RESTART_RETRY,
+                None => since + RESTART_AFTER,
+            };
+            let give_up = since + GIVE_UP_AFTER;
+            if signaling_open {
+                restart.min(give_up)
+            } else {
+                give_up
+            }
+        });
         tokio::select! {
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {
+                let since = lost_since.unwrap_or_else(Instant::now);
+                if since.elapsed() >= GIVE_UP_AFTER {
+                    bar.abandon();
+                    return Ok(Attempt::Lost(format!(
+                        "no path to the receiver for {} s",
+                        GIVE_UP_AFTER.as_secs()
+                    )));
+                }
+                say(&bar, "The connection dropped; restarting ICE on fresh candidates...");
+                match conn.restart_ice().await {
+                    Ok(offer) => signaling.signal(
+                        peer,
+                        serde_json::json!({"description": {"type": "offer", "sdp": offer}}),
+                    ),
+                    Err(err) => say(&bar, format!("ICE restart failed: {err:#}")),
+                }
+                last_restart = Some(Instant::now());
+            }
             event = conn.next_event() => match event {
                 PeerEvent::ChannelData(_, data) => {
                     if let Err(err) = sender.handle(&data) {
@@ -223,8 +270,16 @@ async fn drive(
                     bar.abandon();
                     return Ok(Attempt::Lost("the receiver restarted".into()));
                 }
-                PeerEvent::Disconnected => disconnected = true,
-                PeerEvent::Connected => disconnected = false,
+                PeerEvent::Disconnected => {
+                    lost_since.get_or_insert_with(Instant::now);
+                }
+                PeerEvent::Connected => {
+                    if last_restart.is_some() {
+                        say(&bar, format!("Reconnected {}; the transfer goes on.", conn.route()));
+                    }
+                    lost_since = None;
+                    last_restart = None;
+                }
                 PeerEvent::ChannelClosed(id) if id == channel => {
                     bar.abandon();
                     return Ok(Attempt::Lost("the receiver closed the channel".into()));
@@ -240,10 +295,13 @@ async fn drive(
                     say(&bar, format!("signaling closed ({reason}); the transfer goes on"));
                     signaling_open = false;
                 }
+                SignalEvent::Signal { from, message }
+                    if from == *peer
+                        && renegotiate(conn, peer, remote_fingerprint, signaling, &message).await? => {}
                 event => {
                     let restarted = matches!(&event, SignalEvent::PeerJoined(p) if p.name == "receiver");
                     held.push(event);
-                    if restarted && disconnected {
+                    if restarted && lost_since.is_some() {
                         bar.abandon();
                         return Ok(Attempt::Lost("the receiver restarted".into()));
                     }

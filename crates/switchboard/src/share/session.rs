@@ -18,6 +18,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Meeting {
     pub(crate) conn: Connection,
     pub(crate) channel: ChannelId,
+    /// The other side's peer id in the signaling room.
+    pub(crate) peer: String,
+    /// The other side's DTLS fingerprint, as the pairing authenticated it.
+    pub(crate) remote_fingerprint: String,
 }
 
 /// Why a meeting did not happen; `WrongCode` is reported differently from plain failures.
@@ -144,7 +148,12 @@ async fn meet_inner(
             },
             event = conn.next_event() => match event {
                 PeerEvent::ChannelOpen(channel, label) if label == CHANNEL_LABEL => {
-                    return Ok(Meeting { conn, channel });
+                    return Ok(Meeting {
+                        conn,
+                        channel,
+                        peer: peer.to_owned(),
+                        remote_fingerprint,
+                    });
                 }
                 PeerEvent::Closed(reason) => {
                     return Err(anyhow!("the peer connection failed: {reason}").into());
@@ -206,7 +215,7 @@ fn pairing_failure(err: PairingError) -> MeetError {
 }
 
 /// Refuses a description whose certificate is not the one the pairing authenticated.
-fn check_fingerprint(sdp: &str, authenticated: &str) -> Result<()> {
+pub(crate) fn check_fingerprint(sdp: &str, authenticated: &str) -> Result<()> {
     let offered = pairing::sdp_fingerprint(sdp).context("the description has no fingerprint")?;
     if offered != authenticated {
         bail!(
@@ -215,4 +224,45 @@ fn check_fingerprint(sdp: &str, authenticated: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Applies what the other side signals once connected: an ICE restart's offer (we gather again
+/// and answer) or answer, and trickled candidates. Returns `false` for anything else, which the
+/// caller handles. Descriptions must still carry the certificate the pairing authenticated.
+pub(crate) async fn renegotiate(
+    conn: &mut Connection,
+    peer: &str,
+    remote_fingerprint: &str,
+    signaling: &mut Signaling,
+    message: &Value,
+) -> Result<bool> {
+    if let Some(description) = message.get("description") {
+        let sdp = description["sdp"].as_str().unwrap_or_default();
+        check_fingerprint(sdp, remote_fingerprint)?;
+        match description["type"].as_str() {
+            Some("offer") => {
+                conn.regather().await?;
+                let answer = conn.accept_offer(sdp)?;
+                signaling.signal(
+                    peer,
+                    json!({"description": {"type": "answer", "sdp": answer}}),
+                );
+                debug!("answered an ICE restart");
+            }
+            Some("answer") if conn.has_pending_offer() => {
+                conn.accept_answer(sdp)?;
+            }
+            kind => debug!(?kind, "ignoring a description"),
+        }
+        return Ok(true);
+    }
+    if let Some(candidate) = message.get("candidate") {
+        if let Some(text) = candidate.get("candidate").and_then(Value::as_str)
+            && !text.is_empty()
+        {
+            conn.add_remote_candidate(text);
+        }
+        return Ok(true);
+    }
+    Ok(false)
 }
