@@ -21,6 +21,8 @@ pub struct Config {
     pub http: SocketAddr,
     /// How long a shutdown waits for connections to close, in seconds. Default 5.
     pub shutdown_grace_secs: u64,
+    /// Log line format: `text` (for people) or `json` (one object per line). Default `text`.
+    pub log_format: LogFormat,
     /// Signaling limits.
     pub signaling: SignalingConfig,
     /// ICE servers announced to clients, as `[[ice_servers]]` tables with `urls`, and for TURN
@@ -34,6 +36,18 @@ pub struct Config {
     pub sfu: SfuConfig,
     /// API key and secret for access tokens (`docs/security.md`).
     pub auth: crate::access::AuthConfig,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's
+    /// fields), for log collectors.
+    Json,
 }
 
 /// The `[sfu]` table: the selective forwarding unit and its media port.
@@ -332,6 +346,7 @@ impl Default for Config {
         Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 5,
+            log_format: LogFormat::Text,
             signaling: SignalingConfig::default(),
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),

@@ -11,6 +11,7 @@ pub mod config;
 mod hub_task;
 pub mod metrics;
 pub mod sfu_loop;
+mod shutdown;
 pub mod turn_loop;
 mod web;
 mod whip;
@@ -31,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 pub use access::AuthConfig;
-pub use config::{Config, ConfigError, SfuConfig, TlsConfig, TurnConfig};
+pub use config::{Config, ConfigError, LogFormat, SfuConfig, TlsConfig, TurnConfig};
 pub use sfu_loop::{SfuHandle, SfuSettings};
 pub use turn_loop::{TurnHandle, TurnSettings, TurnStatsReader};
 
@@ -98,6 +99,8 @@ struct AppState {
     sfu: Option<SfuHandle>,
     counters: std::sync::Arc<metrics::Counters>,
     access: access::Access,
+    /// Held by every WebSocket connection task: the shutdown waits until all clones are gone.
+    live: mpsc::Sender<()>,
 }
 
 impl Server {
@@ -177,8 +180,9 @@ impl Server {
         self.turn.as_ref().and_then(|t| t.handle.tls_addr())
     }
 
-    /// Serves until `shutdown` completes, then closes every signaling connection with 1001 and
-    /// waits up to the configured grace for them to go.
+    /// Serves until `shutdown` completes, then drains within the configured grace: stops
+    /// accepting, closes every signaling connection with 1001, lets TURN allocations and SFU
+    /// sessions end (relayed transfers finish), and stops TURN and the SFU at the deadline.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -198,7 +202,9 @@ impl Server {
         });
         let counters = std::sync::Arc::new(metrics::Counters::default());
         let hub_task = tokio::spawn(hub_task::run(hub, hub_rx, link, counters.clone()));
+        let (live, mut live_rx) = mpsc::channel::<()>(1);
         let state = AppState {
+            live,
             hub: hub_tx.clone(),
             max_frame_bytes: self.config.signaling.max_frame_bytes,
             turn: self.turn.as_ref().map(|t| t.handle.stats_reader()),
@@ -234,13 +240,13 @@ impl Server {
             sfu_handle = Some(handle);
         }
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+        let (deadline_tx, deadline_rx) = tokio::sync::watch::channel(None);
         let signal_hub = hub_tx.clone();
         let on_shutdown = async move {
             shutdown.await;
+            let _ = deadline_tx.send(Some(tokio::time::Instant::now() + grace));
             info!("shutting down: closing signaling connections");
             let _ = signal_hub.send(HubCommand::Shutdown).await;
-            let _ = stopped_tx.send(());
         };
         // Signaling frames are small and latency-bound: without TCP_NODELAY a frame after a
         // server ping can wait for Nagle's algorithm (about 20 ms).
@@ -255,18 +261,24 @@ impl Server {
         .with_graceful_shutdown(on_shutdown);
         let result = tokio::select! {
             result = serve => result.map_err(ServeError::from),
-            () = async {
-                let _ = stopped_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
+            () = shutdown::deadline(deadline_rx.clone()) => {
                 warn!("connections still open after the shutdown grace; stopping anyway");
                 Ok(())
             }
         };
+        let turn = self.turn.map(|t| t.handle);
+        let deadline = *deadline_rx.borrow();
+        if let Some(deadline) = deadline {
+            // Upgraded WebSocket connections outlive the HTTP server: let them send their 1001.
+            let _ = tokio::time::timeout_at(deadline, live_rx.recv()).await;
+        }
         drop(hub_tx);
         hub_task.abort();
-        if let Some(turn) = self.turn {
-            let _ = turn.handle.shutdown();
+        if let Some(deadline) = deadline {
+            shutdown::drain_media(turn.as_ref(), sfu_handle.as_ref(), deadline).await;
+        }
+        if let Some(turn) = turn {
+            let _ = turn.shutdown();
         }
         if let Some(sfu) = sfu_handle {
             sfu.shutdown();
@@ -448,7 +460,10 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .write_buffer_size(0)
         .max_message_size(state.max_frame_bytes)
         .max_frame_size(state.max_frame_bytes)
-        .on_upgrade(move |socket| ws::serve_connection(socket, state.hub, state.counters))
+        .on_upgrade(move |socket| async move {
+            ws::serve_connection(socket, state.hub, state.counters).await;
+            drop(state.live);
+        })
 }
 
 async fn security_headers(mut response: Response) -> Response {

@@ -219,7 +219,8 @@ pub enum Input {
     },
     /// Time has passed (the deadline from [`Output::Timeout`], or later).
     Timeout(Instant),
-    /// The server is shutting down: every connection is closed with 1001.
+    /// The server is shutting down: every connection is closed with 1001, and so is any that
+    /// connects afterwards.
     Shutdown,
     /// An administrator removes a peer: it is told (`kicked`, close 4003) and the others see it
     /// leave with reason `kicked`.
@@ -381,6 +382,8 @@ pub struct Hub {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     outputs: VecDeque<Output>,
     stats: HubStats,
+    /// After [`Input::Shutdown`], new connections are closed with 1001 at once.
+    shutting_down: bool,
 }
 
 /// A timer in the hub's table; checked against the current state when it fires.
@@ -433,6 +436,7 @@ impl Hub {
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             stats: HubStats::default(),
+            shutting_down: false,
         }
     }
 
@@ -533,6 +537,7 @@ impl Hub {
             Input::Kick { peer } => self.kick(peer),
             Input::CloseRoom { room } => self.close_room(&room),
             Input::Shutdown => {
+                self.shutting_down = true;
                 let all: Vec<ConnId> = self.conns.keys().copied().collect();
                 for conn in all {
                     self.close(conn, CloseCode::GoingAway, None);
@@ -550,6 +555,12 @@ impl Hub {
     }
 
     fn on_connected(&mut self, conn: ConnId, now: Instant) {
+        if self.shutting_down {
+            self.outputs
+                .push_back(Output::Close(conn, CloseCode::GoingAway));
+            self.stats.closed_by_server += 1;
+            return;
+        }
         if self.conns.len() >= self.config.max_connections {
             self.stats.connections_refused += 1;
             self.stats.errors_sent += 1;

@@ -21,6 +21,16 @@ struct Cli {
     #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
     log: Option<String>,
 
+    /// Log line format on stderr: `text` or `json` (one object per line). For `serve` this
+    /// overrides `log_format` in the config file. [default: text]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    log_format: Option<LogFormatArg>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +55,22 @@ enum Command {
     Token(token_cmd::TokenArgs),
 }
 
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for server::LogFormat {
+    fn from(arg: LogFormatArg) -> Self {
+        match arg {
+            LogFormatArg::Text => server::LogFormat::Text,
+            LogFormatArg::Json => server::LogFormat::Json,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
@@ -55,9 +81,16 @@ fn main() -> ExitCode {
         | Command::Token(_) => "warn",
         _ => "info",
     };
-    init_tracing(cli.log.as_deref().unwrap_or(default_log));
+    let filter = cli.log.unwrap_or_else(|| default_log.to_owned());
+    let flag_format = cli.log_format.map(server::LogFormat::from);
+    // `serve` installs the subscriber once it has read its config file (which may set the format).
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_tracing(&filter, flag_format.unwrap_or_default());
+    }
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, |file_format| {
+            init_tracing(&filter, flag_format.unwrap_or(file_format));
+        }),
         Command::Turn(args) => turn_cmd::run(args),
         Command::Send(args) => share::run_send(args),
         Command::Recv(args) => share::run_recv(args),
@@ -74,13 +107,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, format: server::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|err| {
         eprintln!("warning: bad --log filter {filter:?} ({err}); using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        server::LogFormat::Text => builder.init(),
+        // One flat object per line: the event's fields beside `message`, no span list.
+        server::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

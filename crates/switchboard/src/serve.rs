@@ -182,14 +182,26 @@ fn set<T>(field: &mut T, flag: Option<T>) {
     }
 }
 
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+/// Runs the server; `init_logs` installs the log subscriber with the config file's format.
+pub(crate) fn run(
+    args: ServeArgs,
+    init_logs: impl FnOnce(server::LogFormat),
+) -> anyhow::Result<()> {
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            init_logs(server::LogFormat::Text);
+            return Err(err);
+        }
+    };
+    init_logs(config.log_format);
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let server = Server::bind(config).await?;
         let addr = server.http_addr()?;
         info!(%addr, "ready");
@@ -204,7 +216,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(media) = server.sfu_addr() {
             println!("switchboard: SFU media on {media} (udp)");
         }
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         info!("stopped");
         Ok(())
     })
@@ -219,31 +231,41 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second SIGINT exits at once.
-pub(crate) async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => Some(term),
+/// Listens for SIGINT and SIGTERM from now on (call it inside the runtime, before announcing
+/// the server: a signal that arrives earlier kills the process the default way); the returned
+/// future completes on the first of them, and after it a second SIGINT exits at once.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(stream) => Some(stream),
         Err(err) => {
-            tracing::warn!(%err, "cannot listen for SIGTERM");
+            tracing::warn!(%err, "cannot listen for {name}");
             None
         }
     };
-    let terminate = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = recv(interrupt.as_mut()) => {
+                info!("SIGINT: shutting down (press Ctrl-C again to stop at once)");
             }
-            None => std::future::pending().await,
+            () = recv(term.as_mut()) => info!("SIGTERM: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down (press Ctrl-C again to stop at once)"),
-        () = terminate => info!("SIGTERM: shutting down"),
-    }
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        tokio::spawn(async move {
+            recv(interrupt.as_mut()).await;
             eprintln!("second SIGINT: stopping now");
             std::process::exit(130);
+        });
+    }
+}
+
+/// The next signal on `stream`; never, without one.
+async fn recv(stream: Option<&mut tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
         }
-    });
+        None => std::future::pending().await,
+    }
 }

@@ -34,6 +34,15 @@ pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
         anyhow::bail!("no TURN credentials: give --turn-user USER:PASS or --turn-secret SECRET");
     }
     crate::serve::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Listening for signals needs the runtime's context; they are caught from here on.
+    let shutdown = {
+        let _context = runtime.enter();
+        crate::serve::shutdown_signal()
+    };
     let handle = TurnHandle::start(settings)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = handle.local_addr();
@@ -41,11 +50,7 @@ pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
     if let Some(tls) = handle.tls_addr() {
         println!("switchboard: TURN listening on {tls} (tls)");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(crate::serve::shutdown_signal());
+    runtime.block_on(shutdown);
     let stats = handle.shutdown();
     info!(
         allocations = stats.allocations_created,
