@@ -206,7 +206,7 @@ test('junk at the media port and bad offers harm nobody', { timeout: 90_000 }, a
   });
 });
 
-test('WHIP from a browser plays on the /watch page (WHEP); after DELETE the viewer moves to a room member', { timeout: 120_000 }, async () => {
+test('WHIP from a browser plays on the /watch page (WHEP), restarts ICE over PATCH; after DELETE the viewer moves to a room member', { timeout: 120_000 }, async () => {
   await withServer(async (ctx) => {
     const browser = await launchBrowser();
     ctx.cleanup.push(() => browser.close());
@@ -232,6 +232,42 @@ test('WHIP from a browser plays on the /watch page (WHEP); after DELETE the view
     await pollUntil(async () => (await viewer.evaluate(() => window.switchboardWatch.framesDecoded())) > 10,
       { timeoutMs: 30_000, what: 'the /watch page decoding the WHIP stream' });
     assert.equal(await viewer.evaluate(() => window.switchboardWatch.state), 'connected');
+
+    // ICE restart over PATCH (RFC 9725 §4.4.2): new credentials both ways, the stream goes on.
+    const restart = await publisher.evaluate(async (loc) => {
+      const pc = window.whip;
+      const ufragOf = (sdp) => sdp.match(/a=ice-ufrag:(.*)/)[1].trim();
+      const pwdOf = (sdp) => sdp.match(/a=ice-pwd:(.*)/)[1].trim();
+      const before = ufragOf(pc.remoteDescription.sdp);
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      const frag = `a=ice-ufrag:${ufragOf(pc.localDescription.sdp)}\r\na=ice-pwd:${pwdOf(pc.localDescription.sdp)}\r\n`;
+      const patch = (ifMatch) => fetch(loc, {
+        method: 'PATCH',
+        headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': ifMatch },
+        body: frag,
+      });
+      const stale = await patch('"another-state"');
+      const res = await patch('*');
+      const answer = await res.text();
+      const after = ufragOf(answer);
+      await pc.setRemoteDescription({
+        type: 'answer',
+        sdp: pc.remoteDescription.sdp
+          .replace(/a=ice-ufrag:.*\r\n/g, `a=ice-ufrag:${after}\r\n`)
+          .replace(/a=ice-pwd:.*\r\n/g, `a=ice-pwd:${pwdOf(answer)}\r\n`),
+      });
+      return { stale: stale.status, status: res.status, type: res.headers.get('Content-Type'), before, after };
+    }, location);
+    assert.equal(restart.stale, 412);
+    assert.equal(restart.status, 200);
+    assert.equal(restart.type, 'application/trickle-ice-sdpfrag');
+    assert.notEqual(restart.after, restart.before);
+    await pollUntil(() => publisher.evaluate(() => ['connected', 'completed'].includes(window.whip.iceConnectionState)),
+      { what: 'the publisher connected again after the ICE restart' });
+    // Media keeps flowing on the new ICE session: the viewer decodes on.
+    const afterRestart = await viewer.evaluate(() => window.switchboardWatch.framesDecoded());
+    await pollUntil(async () => (await viewer.evaluate(() => window.switchboardWatch.framesDecoded())) > afterRestart + 30,
+      { timeoutMs: 20_000, what: 'the /watch page decoding after the ICE restart' });
 
     // DELETE ends the publisher; a second DELETE is 404.
     assert.equal((await fetch(`${ctx.server.url}${location}`, { method: 'DELETE' })).status, 200);

@@ -67,6 +67,12 @@ enum Command {
     },
     Leave(ParticipantId),
     Rooms(oneshot::Sender<Vec<(String, Vec<String>)>>),
+    RestartIce {
+        id: ParticipantId,
+        ufrag: String,
+        pwd: String,
+        reply: oneshot::Sender<Result<sfu::IceCredentials, SfuError>>,
+    },
 }
 
 /// The running SFU; cheap to clone.
@@ -237,6 +243,28 @@ impl SfuHandle {
     /// Removes a participant.
     pub fn leave(&self, id: ParticipantId) {
         self.send(Command::Leave(id));
+    }
+
+    /// Restarts ICE for a participant that sent new ICE credentials; our new ones come back.
+    pub async fn restart_ice(
+        &self,
+        id: ParticipantId,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<sfu::IceCredentials, SfuError> {
+        let (reply, credentials) = oneshot::channel();
+        let command = Command::RestartIce {
+            id,
+            ufrag: ufrag.to_owned(),
+            pwd: pwd.to_owned(),
+            reply,
+        };
+        if !self.send(command) {
+            return Err(SfuError::UnknownParticipant);
+        }
+        credentials
+            .await
+            .unwrap_or(Err(SfuError::UnknownParticipant))
     }
 
     /// Room names with their participants' labels.
@@ -422,6 +450,14 @@ impl EventLoop {
                 }
                 Command::Rooms(reply) => {
                     let _ = reply.send(self.sfu.rooms());
+                }
+                Command::RestartIce {
+                    id,
+                    ufrag,
+                    pwd,
+                    reply,
+                } => {
+                    let _ = reply.send(self.sfu.restart_ice(now, id, &ufrag, &pwd));
                 }
             }
             self.drain();

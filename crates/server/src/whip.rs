@@ -3,8 +3,8 @@
 //! `201 Created` and a `Location` whose `DELETE` ends the session.
 //!
 //! The SFU is ICE-lite with its candidates in the answer, so clients need not trickle: a
-//! `PATCH` with candidates is acknowledged and not needed; an ICE restart over `PATCH` is not
-//! supported (the client posts a new offer instead).
+//! `PATCH` with candidates is acknowledged and not needed. A `PATCH` with new ICE credentials
+//! restarts ICE (RFC 9725 §4.4.2): `200` with ours in an SDP fragment and a new `ETag`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,8 @@ struct Session {
     id: ParticipantId,
     room: String,
     kind: Kind,
+    /// The entity tag of the session's ICE state; an ICE restart changes it.
+    etag: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,7 @@ async fn start(
                         id: joined.id,
                         room: room.clone(),
                         kind,
+                        etag: format!("\"{resource}\""),
                     },
                 );
             }
@@ -228,9 +231,9 @@ async fn patch_session(
     body: Bytes,
 ) -> Response {
     let kind = kind_of(uri.path());
-    if find(&state, kind, &room, &id).is_none() {
+    let Some(session) = find(&state, kind, &room, &id) else {
         return plain(StatusCode::NOT_FOUND, "no such session");
-    }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -245,16 +248,68 @@ async fn patch_session(
         Ok(fragment) => fragment,
         Err(err) => return plain(StatusCode::BAD_REQUEST, &err.to_string()),
     };
-    if fragment.ice_ufrag.is_some() {
-        // RFC 9725 §4.4.2: a server that cannot restart ICE answers 422; post a new offer.
+    // RFC 9725 §4.4.1: a PATCH for another state of the session is refused.
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    if let Some(tag) = if_match
+        && tag != "*"
+        && tag != session.etag
+    {
         return plain(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ICE restart is not supported: DELETE this session and POST a new offer",
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match does not name this session's current state",
         );
+    }
+    match (fragment.ice_ufrag, fragment.ice_pwd) {
+        (Some(ufrag), Some(pwd)) => return restart_ice(&state, &id, &session, ufrag, pwd).await,
+        (Some(_), None) | (None, Some(_)) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "an ICE restart needs both a=ice-ufrag and a=ice-pwd",
+            );
+        }
+        (None, None) => {}
     }
     // ICE-lite: the server learns the client's addresses from its connectivity checks, so
     // trickled candidates are not needed.
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// RFC 9725 §4.4.2: the session gets new ICE credentials on both sides; the answer is an
+/// SDP fragment with ours, and the session a new entity tag.
+async fn restart_ice(
+    state: &WhipState,
+    resource: &str,
+    session: &Session,
+    ufrag: &str,
+    pwd: &str,
+) -> Response {
+    let credentials = match state.sfu.restart_ice(session.id, ufrag, pwd).await {
+        Ok(credentials) => credentials,
+        Err(SfuError::UnknownParticipant) => {
+            return plain(StatusCode::NOT_FOUND, "no such session");
+        }
+        Err(err) => return plain(StatusCode::BAD_REQUEST, &err.to_string()),
+    };
+    let etag = format!("\"{resource}-{}\"", &random_id()[..8]);
+    if let Ok(mut sessions) = state.sessions.inner.lock()
+        && let Some(stored) = sessions.get_mut(resource)
+    {
+        stored.etag = etag.clone();
+    }
+    let body = format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        credentials.ufrag, credentials.pwd
+    );
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, value);
+    }
+    response
 }
 
 async fn preflight() -> Response {

@@ -134,6 +134,40 @@ pub enum SfuError {
     UnknownParticipant,
 }
 
+/// ICE credentials (RFC 8445 §5.3), as an ICE restart hands them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    /// The username fragment.
+    pub ufrag: String,
+    /// The password.
+    pub pwd: String,
+}
+
+fn no_credentials() -> SfuError {
+    SfuError::OfferRefused("the restarted session has no ICE credentials".into())
+}
+
+/// `sdp` with every `a=ice-ufrag`/`a=ice-pwd` replaced and its candidates dropped: the offer
+/// an ICE restart that sends only credentials stands for (RFC 8840 §4.4).
+fn with_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        let kept = if line.starts_with("a=ice-ufrag:") {
+            format!("a=ice-ufrag:{ufrag}")
+        } else if line.starts_with("a=ice-pwd:") {
+            format!("a=ice-pwd:{pwd}")
+        } else if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&kept);
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// Transport of a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -351,6 +385,9 @@ struct Participant {
     /// False for a member whose access token lacks the publish grant: media it offers later
     /// (renegotiation over the control channel) is not forwarded.
     may_publish: bool,
+    /// The client's offer as it stands: the base of an ICE restart that sends only new
+    /// credentials (WHIP/WHEP `PATCH`).
+    remote_offer: String,
 }
 
 #[derive(Debug, Default)]
@@ -503,6 +540,7 @@ impl Sfu {
                 media_state: None,
                 failed: None,
                 may_publish: true,
+                remote_offer: request.offer.to_owned(),
             },
         );
         self.rooms
@@ -526,6 +564,45 @@ impl Sfu {
             id,
             answer: answer.to_sdp_string(),
         })
+    }
+
+    /// Restarts ICE for a participant whose client sent only new ICE credentials (RFC 9725
+    /// §4.4.2, a WHIP/WHEP `PATCH`): its last offer with those credentials and no candidates
+    /// is answered again, and our new credentials come back. Media and DTLS carry on once the
+    /// client's checks arrive with the new username.
+    pub fn restart_ice(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<IceCredentials, SfuError> {
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant)?;
+        let restarted = with_ice_credentials(&p.remote_offer, ufrag, pwd);
+        let offer =
+            SdpOffer::from_sdp_string(&restarted).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let answer = catch_unwind(AssertUnwindSafe(|| p.rtc.sdp_api().accept_offer(offer)))
+            .map_err(|_| SfuError::OfferRefused("the engine failed on this ICE restart".into()))?
+            .map_err(|e| SfuError::OfferRefused(e.to_string()))?
+            .to_sdp_string();
+        p.remote_offer = restarted;
+        let attribute = |name: &str| {
+            answer
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let credentials = IceCredentials {
+            ufrag: attribute("a=ice-ufrag:").ok_or_else(no_credentials)?,
+            pwd: attribute("a=ice-pwd:").ok_or_else(no_credentials)?,
+        };
+        debug!(?id, "ICE restarted");
+        self.mark(id);
+        self.run(now);
+        Ok(credentials)
     }
 
     /// The announced tracks of `room` not published by `except`, oldest first.
@@ -1563,5 +1640,18 @@ mod tests {
         let interframe = [0x51, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
         assert_eq!(vp8_size(&interframe), None);
         assert_eq!(vp8_size(&[0x50, 0x42]), None);
+    }
+
+    #[test]
+    fn an_ice_restart_offer_takes_the_new_credentials_and_drops_the_candidates() {
+        let offer = "v=0\r\na=ice-ufrag:old\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+                     a=ice-ufrag:old\r\na=ice-pwd:oldpassword\r\n\
+                     a=candidate:1 1 udp 2122260223 192.0.2.1 5000 typ host\r\n\
+                     a=end-of-candidates\r\na=mid:0\r\n";
+        assert_eq!(
+            with_ice_credentials(offer, "new", "newpassword"),
+            "v=0\r\na=ice-ufrag:new\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+             a=ice-ufrag:new\r\na=ice-pwd:newpassword\r\na=mid:0\r\n"
+        );
     }
 }
