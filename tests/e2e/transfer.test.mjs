@@ -464,6 +464,43 @@ test('Chromium → CLI: /send?code=..., switchboard recv saves and verifies 20 M
   });
 });
 
+test('Chromium → CLI through TURN only: the TURN server restarts, the page restarts ICE, the same transfer finishes', async () => {
+  const tmp = mkdtempSync(path.join(tmpdir(), 'transfer-'));
+  let { turn, port } = await turnServer();
+  const config = path.join(tmp, 'serve.toml');
+  writeFileSync(config, `[[ice_servers]]\nurls = ["turn:127.0.0.1:${port}?transport=udp"]\nusername = "alice"\ncredential = "wonderland"\n`);
+  try {
+    await withServer(async (ctx) => {
+      const browser = await launchBrowser();
+      ctx.cleanup.push(() => browser.close());
+      const src = randomFile(tmp, 'restart.bin', 30 * MB);
+      const out = path.join(tmp, 'out');
+      mkdirSync(out);
+      const code = '13-zebra-orbit';
+      const page = await openPage(browser, `${ctx.server.url}/send?code=${code}&relay=1`, { label: 'sender' });
+      ctx.pages.push(page);
+      await page.setInputFiles('#file-input', src.file);
+      await settled(page, ['waiting'], { timeoutMs: 30_000, what: 'hashed and waiting' });
+      const recv = cli(['recv', code, '--relay', '--yes', '--out', out, '--server', ctx.server.url]);
+      ctx.cleanup.push(async () => recv.kill());
+      await settled(page, ['sending'], { what: 'sending', also: (s) => s.bytes > 0 });
+      turn.kill();
+      await turn.done;
+      ({ turn } = await turnServer(port));
+      const received = await recv.done;
+      assert.equal(received.code, 0, received.out);
+      assert.equal(sha256(readFileSync(path.join(out, 'restart.bin'))), src.sha256);
+      const final = await settled(page, ['done'], { timeoutMs: 10_000, what: 'the transfer complete' });
+      assert.equal(final.state, 'done', final.error);
+      assert.ok(final.iceRestarts >= 1, JSON.stringify(final));
+      assert.equal(final.attempts, 1, 'the same connection carried the whole transfer');
+    }, { args: ['--config', config, '--no-turn'] });
+  } finally {
+    turn.kill();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
 test('the send page shows the link as a QR code that decodes to it', async () => {
   await withBrowser(async (ctx) => {
     const src = randomFile(ctx.tmp, 'note.txt', 1000);

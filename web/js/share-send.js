@@ -24,6 +24,8 @@ const HASH_BLOCK = 4 << 20;
 const MAX_INBOX = 16;
 
 const params = new URLSearchParams(location.search);
+// `?relay=1`: connect through the TURN server only (as the call page's option does).
+const RELAY_ONLY = params.get('relay') === '1';
 
 const debug = {
   role: 'sender',
@@ -35,6 +37,7 @@ const debug = {
   total: 0,
   resumedBytes: 0,
   attempts: 0, // connections that reached the transfer
+  iceRestarts: 0, // ICE restarts offered to repair a broken path
   pair: null,
   qr: false,
   error: null,
@@ -227,6 +230,9 @@ async function share() {
   signaling.addEventListener('signal', ({ detail }) => {
     if (meeting && detail.from === meeting.peer) {
       meeting.onSignal(detail);
+    } else if (conn && detail.from === conn.peer && (detail.description || detail.candidate !== undefined)) {
+      // The receiver's answer to an ICE restart, and its new candidates.
+      conn.meeting.renegotiate(detail);
     } else if (detail.app !== undefined && detail.from !== conn?.peer) {
       // A receiver whose turn has not come yet: keep its pairing messages for then.
       const box = inbox.get(detail.from) ?? [];
@@ -246,15 +252,16 @@ function maybeMeet() {
   const peer = receivers.pop();
   if (peer === undefined) return;
   setState('pairing', 'Receiver found; checking the code…');
-  meeting = new Meeting({
+  const attempt = new Meeting({
     signaling, code, role: 'sender', peer, cert,
-    iceServers: signaling.iceServers,
+    iceServers: signaling.iceServers, relayOnly: RELAY_ONLY,
     log: (line) => console.debug(`transfer: ${line}`),
   });
+  meeting = attempt;
   const run = meeting.run();
   for (const msg of inbox.get(peer) ?? []) meeting.onSignal(msg);
   inbox.delete(peer);
-  run.then(({ pc, dc }) => startTransfer({ pc, dc, peer }), (error) => {
+  run.then(({ pc, dc }) => startTransfer({ pc, dc, peer, meeting: attempt }), (error) => {
     meeting = null;
     if (finished) return;
     if (error.kind === 'wrong_code') {
@@ -269,9 +276,13 @@ function maybeMeet() {
 
 // --- sending -----------------------------------------------------------------------------
 
-function startTransfer({ pc, dc, peer }) {
+function startTransfer({ pc, dc, peer, meeting: attempt }) {
   meeting = null;
-  const c = { pc, dc, peer, sender: new Sender(manifest), reader: new BlockReader(sources), pumping: false };
+  const c = {
+    pc, dc, peer, meeting: attempt,
+    sender: new Sender(manifest), reader: new BlockReader(sources), pumping: false,
+    lostSince: null, repairTimer: null,
+  };
   conn = c;
   debug.attempts++;
   selectedPair(pc).then((pair) => { debug.pair = pair; });
@@ -280,12 +291,41 @@ function startTransfer({ pc, dc, peer }) {
   dc.onbufferedamountlow = () => pump(c);
   dc.onclose = () => lost(c, 'the receiver closed the connection');
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === 'failed' || pc.connectionState === 'closed') lost(c, 'the connection failed');
+    const state = pc.connectionState;
+    if (state === 'closed') lost(c, 'the connection failed');
     // A new receiver waiting means this one restarted: do not wait for ICE to give up.
-    if (pc.connectionState === 'disconnected' && receivers.length > 0) lost(c, 'the receiver restarted');
+    else if ((state === 'disconnected' || state === 'failed') && receivers.length > 0) lost(c, 'the receiver restarted');
+    else if (state === 'disconnected' || state === 'failed') repair(c);
+    else if (state === 'connected' && c.lostSince !== null) {
+      c.lostSince = null;
+      say('status', 'Reconnected; the transfer goes on.');
+    }
   };
   setState('offered', 'Connected; waiting for the receiver to accept…');
   dc.send(c.sender.offer());
+}
+
+// The path to the receiver broke while both pages live (a network change, a TURN server
+// restart): restart ICE on the same connection, so the transfer goes on where it was. After
+// REPAIR_GIVE_UP_MS without a path, wait for the receiver to come back instead.
+const REPAIR_FIRST_MS = 1000;
+const REPAIR_RETRY_MS = 8000;
+const REPAIR_GIVE_UP_MS = 60_000;
+
+function repair(c) {
+  c.lostSince ??= Date.now();
+  if (c.repairTimer) return;
+  const attempt = () => {
+    c.repairTimer = null;
+    if (c !== conn || c.lostSince === null) return;
+    if (receivers.length > 0) return lost(c, 'the receiver restarted');
+    if (Date.now() - c.lostSince > REPAIR_GIVE_UP_MS) return lost(c, 'the connection failed');
+    debug.iceRestarts++;
+    say('status', 'The connection dropped; restarting ICE…');
+    c.meeting.restartIce();
+    c.repairTimer = setTimeout(attempt, REPAIR_RETRY_MS);
+  };
+  c.repairTimer = setTimeout(attempt, REPAIR_FIRST_MS);
 }
 
 function onMessage(c, data) {

@@ -127,6 +127,22 @@ export class Meeting {
     }
   }
 
+  /**
+   * Once connected, offers an ICE restart (the sender does when the path is lost); the
+   * answer comes back through renegotiate(). A restart still unanswered is rolled back first.
+   */
+  restartIce() {
+    const restart = async () => {
+      const pc = this.pc;
+      if (!pc || pc.signalingState === 'closed') return;
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      this.#send({ description: { type: 'offer', sdp: pc.localDescription.sdp } });
+      this.#log('offered an ICE restart');
+    };
+    this.#queue = this.#queue.then(restart).catch((error) => this.#log(`ICE restart failed: ${error}`));
+  }
+
   /** Gives up (the peer left, the page is closing); closes the peer connection. */
   fail(error) {
     if (this.#done) return;
