@@ -52,3 +52,18 @@ test('a page with ?token= joins; without a token it says one is needed', async (
     await bare.context().close();
   }
 });
+
+test('a token without publish joins the SFU receive-only instead of being refused', async () => {
+  const room = roomName('viewer');
+  const token = mint(room, '--subscribe');
+  const page = await openPage(browser, `${server.url}/r/${room}?mode=sfu&name=Viewer&token=${token}`, { label: 'viewer' });
+  try {
+    await pollUntil(() => page.evaluate(() => window.switchboard?.call?.pc?.connectionState === 'connected'), {
+      what: 'SFU connection of a subscribe-only participant',
+    });
+    assert.match(await page.locator('#media-notice').textContent(), /not send: you joined receive-only/);
+    assert.equal(await page.locator('#error-notice').isVisible(), false);
+  } finally {
+    await page.context().close();
+  }
+});

@@ -2,7 +2,7 @@
 // name, and wires local media, the signaling client, the peer mesh and the UI
 // together. Exposes `window.switchboard` as a small debug handle for tests.
 
-import { SignalingClient, withToken } from './signaling.js';
+import { SignalingClient, tokenGrants, withToken } from './signaling.js';
 import { Mesh } from './mesh.js';
 import { SfuCall } from './sfu.js';
 import { LocalMedia, explain } from './media.js';
@@ -139,8 +139,10 @@ async function enterRoom(room, name) {
   // has SFU_FROM people, then everyone moves to the SFU (and stays there).
   const mode = ['p2p', 'sfu'].includes(params.get('mode')) ? params.get('mode') : 'auto';
   const ctx = { call: null, mode };
+  // A token without the publish grant: join receive-only rather than be refused by the SFU.
+  const canPublish = tokenGrants(signaling.token)?.publish ?? true;
   const makeCall = (kind) => kind === 'sfu'
-    ? new SfuCall({ signaling, media, relayOnly, viewSize: ui.videoSize })
+    ? new SfuCall({ signaling, media, relayOnly, viewSize: ui.videoSize, canPublish })
     : new Mesh({ signaling, media, relayOnly });
   ctx.call = makeCall(mode === 'sfu' ? 'sfu' : 'p2p');
   ctx.switchToSfu = (joining = []) => {
@@ -182,7 +184,15 @@ async function enterRoom(room, name) {
   // so that our connections are created with our tracks on them.
   signaling.preconnect();
 
-  const result = await media.acquire();
+  // (Without a camera to wait for, let the page finish loading first: a video element whose
+  // stream has no tracks would hold back the load event.)
+  const result = canPublish
+    ? await media.acquire()
+    : await pageLoaded() && {
+      audio: false,
+      video: false,
+      notice: 'Your access token lets you see and hear this room but not send: you joined receive-only.',
+    };
   window.switchboard.mediaResult = result;
   window.switchboard.marks.media = performance.now();
   ui.setMediaNotice(result.notice);
@@ -197,6 +207,11 @@ async function enterRoom(room, name) {
   wireControls(media, ctx, signaling, name, room);
 
   signaling.start();
+}
+
+function pageLoaded() {
+  if (document.readyState === 'complete') return Promise.resolve(true);
+  return new Promise((resolve) => window.addEventListener('load', () => resolve(true), { once: true }));
 }
 
 function refreshSelf(media) {

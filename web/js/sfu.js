@@ -22,9 +22,11 @@ export const LAYERS = [
  * `track` {peer, track}, `chat` {peer, text, at}, `remotestate` {peer}, `speaker` {id}.
  */
 export class SfuCall extends EventTarget {
-  constructor({ signaling, media, relayOnly = false, viewSize = () => null }) {
+  constructor({ signaling, media, relayOnly = false, viewSize = () => null, canPublish = true }) {
     super();
     this.signaling = signaling;
+    // Without the publish grant the offer must not send media (the server refuses it).
+    this.canPublish = canPublish;
     this.media = media;
     this.relayOnly = relayOnly;
     this.viewSize = viewSize;
@@ -130,7 +132,7 @@ export class SfuCall extends EventTarget {
     };
     dc.onmessage = ({ data }) => this.enqueue(() => this.onControl(data));
     const stream = this.media.stream;
-    for (const kind of KINDS) {
+    for (const kind of this.canPublish ? KINDS : []) {
       const track = this.media.track(kind);
       const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
       if (kind === 'video') init.sendEncodings = LAYERS.map((l) => ({ ...l }));

@@ -327,6 +327,22 @@ export function pageToken(loc = window.location) {
   return new URLSearchParams(loc.search).get('token') || null;
 }
 
+/**
+ * The grants a token claims ({publish, subscribe, admin}), read without verifying it (only the
+ * server can): the page uses them to avoid asking for what the server would refuse. Null when
+ * there is no token or it cannot be read.
+ */
+export function tokenGrants(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(payload));
+    const g = claims.grants ?? {};
+    return { publish: g.publish === true, subscribe: g.subscribe === true, admin: g.admin === true };
+  } catch {
+    return null;
+  }
+}
+
 /** `path` with the page's `?token=` carried over, for links to other pages of the app. */
 export function withToken(path, loc = window.location) {
   const token = pageToken(loc);

@@ -574,3 +574,38 @@ fn send_and_recv_carry_a_token_and_without_one_are_told_why() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../media-file/tests/data")
+        .join(name)
+}
+
+#[test]
+fn stream_publishes_through_whip_with_a_publish_token_only() {
+    let server = serve_with_key();
+    let url = format!("http://{}", server.addr);
+    let stream = |token: Option<&str>| {
+        let mut command = switchboard();
+        command.args(["stream", "--quiet", "--room", "stage", "--server", &url]);
+        if let Some(token) = token {
+            command.env("SWITCHBOARD_TOKEN", token);
+        }
+        command.arg(fixture("vp8.ivf")).output().unwrap()
+    };
+    let output = stream(None);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("access token"), "{stderr}");
+    let output = stream(Some(&token("stage", false, true, false)));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("publish"),
+        "{stderr}"
+    );
+    let output = stream(Some(&token("stage", true, false, false)));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+}
