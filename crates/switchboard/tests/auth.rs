@@ -609,3 +609,57 @@ fn stream_publishes_through_whip_with_a_publish_token_only() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
 }
+
+#[tokio::test]
+async fn admin_api_sees_a_whip_stream_and_closing_the_room_ends_it() {
+    let server = serve_with_key();
+    let addr = server.addr;
+    let mut stream = switchboard()
+        .args(["stream", "--quiet", "--loop", "--room", "stage", "--server"])
+        .arg(format!("http://{addr}"))
+        .arg(fixture("vp8.ivf"))
+        .env("SWITCHBOARD_TOKEN", token("stage", true, false, false))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin = bearer(&token("*", false, false, true));
+    let auth = [("Authorization", admin.as_str())];
+    let rooms = || async {
+        let (status, _, body) = http(addr, "GET", "/api/v1/rooms", &auth, "").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["rooms"].clone()
+    };
+    let mut listed = json!([]);
+    for _ in 0..100 {
+        listed = rooms().await;
+        if listed.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed[0]["name"], "stage", "{listed}");
+    assert_eq!(listed[0]["mode"], "sfu");
+    assert_eq!(listed[0]["participants"], 1);
+    let (_, _, body) = http(addr, "GET", "/api/v1/rooms/stage/participants", &auth, "").await;
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["participants"][0]["kind"], "whip", "{list}");
+
+    let (status, _, body) = http(addr, "POST", "/api/v1/rooms/stage/close", &auth, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["participants"],
+        1
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if rooms().await == json!([]) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stream.kill();
+    let _ = stream.wait();
+    assert!(gone, "the stream's room is gone after close");
+}
