@@ -7,6 +7,7 @@
 pub mod connection;
 pub mod media;
 pub mod signaling;
+pub mod tls;
 pub mod whip;
 
 pub use connection::{

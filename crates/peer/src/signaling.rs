@@ -177,12 +177,16 @@ impl Signaling {
         token: Option<&str>,
     ) -> Result<Signaling> {
         let url = websocket_url(server)?;
-        if url.starts_with("wss://") {
-            bail!("wss:// signaling is not supported by this build yet; use http://");
-        }
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .with_context(|| format!("cannot reach the signaling server at {url}"))?;
+        let connector = tokio_tungstenite::Connector::Rustls(crate::tls::current_client_config());
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            None,
+            true,
+            Some(connector),
+        )
+        .await
+        .map_err(|err| crate::tls::explain_connect(&url, &err.to_string()))
+        .with_context(|| format!("cannot reach the signaling server at {url}"))?;
         let mut join = json!({"type": "join", "v": 1, "room": room, "name": name});
         if let Some(token) = token {
             join["token"] = json!(token);

@@ -1,8 +1,7 @@
 //! The HTTP side of WHIP (RFC 9725) and WHEP: POST an SDP offer to an endpoint, get the answer
 //! and the session's resource URL (`Location`), DELETE the resource to end the session.
 //!
-//! Plain `http://` only: the native client has no TLS stack yet (put a TLS-terminating proxy
-//! in front and reach it over loopback, or wait for HTTPS support).
+//! `http://` and `https://` (TLS as [`crate::tls`] configures it).
 
 use std::time::Duration;
 
@@ -91,7 +90,7 @@ pub async fn local_ip_for(endpoint: &str) -> Result<std::net::IpAddr> {
     let uri = parse(endpoint)?;
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port(&uri));
     let address = tokio::net::lookup_host((host, port))
         .await
         .with_context(|| format!("cannot resolve {host}"))?
@@ -112,12 +111,8 @@ fn detail(text: &str) -> String {
 fn parse(url: &str) -> Result<Uri> {
     let uri: Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => bail!(
-            "{url}: https is not supported by the native client yet; reach the server over http \
-             (for example on loopback, behind the TLS proxy)"
-        ),
-        _ => bail!("{url}: expected an http:// URL"),
+        Some("http" | "https") => {}
+        _ => bail!("{url}: expected an http:// or https:// URL"),
     }
     if uri.host().is_none() {
         bail!("{url}: no host");
@@ -134,12 +129,21 @@ fn resolve(base: &Uri, location: &str) -> Result<String> {
     let authority = base
         .authority()
         .ok_or_else(|| anyhow!("no authority in {base}"))?;
+    let scheme = base.scheme_str().unwrap_or("http");
     if location.starts_with('/') {
-        return Ok(format!("http://{authority}{location}"));
+        return Ok(format!("{scheme}://{authority}{location}"));
     }
     let path = base.path();
     let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-    Ok(format!("http://{authority}{dir}{location}"))
+    Ok(format!("{scheme}://{authority}{dir}{location}"))
+}
+
+fn default_port(uri: &Uri) -> u16 {
+    if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    }
 }
 
 async fn exchange(
@@ -161,19 +165,33 @@ async fn exchange_inner(
 ) -> Result<(StatusCode, Option<String>, Vec<u8>)> {
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port(uri));
     let stream = TcpStream::connect((host, port))
         .await
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
     stream.set_nodelay(true)?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake")?;
-    let driver = tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            debug!(%err, "HTTP connection");
-        }
-    });
+    let (mut sender, driver) = if uri.scheme_str() == Some("https") {
+        let stream = crate::tls::connect(stream, host).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+        let driver = tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%err, "HTTP connection");
+            }
+        });
+        (sender, driver)
+    } else {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+        let driver = tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%err, "HTTP connection");
+            }
+        });
+        (sender, driver)
+    };
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut request = Request::builder()
@@ -195,7 +213,11 @@ async fn exchange_inner(
         None => Bytes::new(),
     };
     let request = request.body(Full::new(payload))?;
-    let response = sender.send_request(request).await.context("HTTP request")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| crate::tls::explain_connect(&uri.to_string(), &format!("{err:#}")))
+        .context("HTTP request")?;
     let status = response.status();
     let location = response
         .headers()
@@ -235,7 +257,12 @@ mod tests {
             resolve(&base, "http://other/x").expect("resolve"),
             "http://other/x"
         );
-        assert!(parse("https://h/whip/r").is_err());
+        assert!(parse("https://h/whip/r").is_ok());
+        let secure: Uri = "https://h/whip/r".parse().expect("uri");
+        assert_eq!(
+            resolve(&secure, "/whip/r/abc").expect("resolve"),
+            "https://h/whip/r/abc"
+        );
         assert!(parse("ftp://h/whip/r").is_err());
     }
 }

@@ -92,14 +92,37 @@ impl SfuConfig {
     }
 }
 
-/// The `[tls]` table: a certificate chain and private key in PEM files.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// The `[tls]` table: a certificate chain and private key in PEM files, or one generated at
+/// start. With either, the HTTP listener serves HTTPS/WSS and TURN also listens over TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain file.
     pub cert: Option<std::path::PathBuf>,
     /// PEM private key file.
     pub key: Option<std::path::PathBuf>,
+    /// Generate a self-signed certificate at start for localhost, the loopback addresses, the
+    /// HTTP listening address and `turn.external_host`; its fingerprints are printed. For tests
+    /// and private setups: browsers warn unless told the fingerprint. Default false.
+    pub self_signed: bool,
+    /// Serve HTTPS/WSS on `http` when a certificate is configured. Default true; false keeps
+    /// plain HTTP there (behind a TLS-terminating proxy) while TURN over TLS still uses it.
+    pub https: bool,
+    /// The certificate generated for `self_signed` (set by the server at start).
+    #[serde(skip)]
+    pub generated: Option<crate::tls::GeneratedCert>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            self_signed: false,
+            https: true,
+            generated: None,
+        }
+    }
 }
 
 impl TlsConfig {
@@ -107,10 +130,49 @@ impl TlsConfig {
     pub fn server_config(
         &self,
     ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        Ok(self.load()?.map(|(config, _)| config))
+    }
+
+    /// The rustls server configuration and the certificate's fingerprints, or `None` when no
+    /// certificate is configured. A self-signed certificate not generated yet is generated
+    /// (for localhost only) on each call: [`crate::Server::bind`] generates the one it uses.
+    pub fn load(
+        &self,
+    ) -> Result<
+        Option<(
+            std::sync::Arc<rustls::ServerConfig>,
+            crate::tls::TlsIdentity,
+        )>,
+        ConfigError,
+    > {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let invalid =
             |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
+        if self.self_signed {
+            if self.cert.is_some() || self.key.is_some() {
+                return Err(invalid(
+                    "tls.self_signed",
+                    "cannot be combined with tls.cert and tls.key".into(),
+                ));
+            }
+            let generated = match &self.generated {
+                Some(generated) => generated.clone(),
+                None => crate::tls::self_signed(&crate::tls::self_signed_hosts(
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    &[],
+                ))
+                .map_err(|e| invalid("tls.self_signed", e))?,
+            };
+            let cert = CertificateDer::from(generated.cert);
+            let key = PrivateKeyDer::try_from(generated.key)
+                .map_err(|e| invalid("tls.self_signed", e.to_string()))?;
+            let identity =
+                crate::tls::identity(&cert, true).map_err(|e| invalid("tls.self_signed", e))?;
+            let config = crate::tls::server_config(vec![cert], key)
+                .map_err(|e| invalid("tls.self_signed", e.to_string()))?;
+            return Ok(Some((std::sync::Arc::new(config), identity)));
+        }
         let (cert, key) = match (&self.cert, &self.key) {
             (None, None) => return Ok(None),
             (Some(cert), Some(key)) => (cert, key),
@@ -120,19 +182,19 @@ impl TlsConfig {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect())
             .map_err(|e| invalid("tls.cert", format!("{}: {e}", cert.display())))?;
-        if chain.is_empty() {
+        let Some(first) = chain.first() else {
             return Err(invalid(
                 "tls.cert",
                 format!("{}: no certificate found", cert.display()),
             ));
-        }
+        };
+        let identity = crate::tls::identity(first, false)
+            .map_err(|e| invalid("tls.cert", format!("{}: {e}", cert.display())))?;
         let private_key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| invalid("tls.key", format!("{}: {e}", key.display())))?;
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(chain, private_key)
+        let config = crate::tls::server_config(chain, private_key)
             .map_err(|e| invalid("tls.key", format!("does not match the certificate: {e}")))?;
-        Ok(Some(std::sync::Arc::new(config)))
+        Ok(Some((std::sync::Arc::new(config), identity)))
     }
 }
 

@@ -12,6 +12,7 @@ mod hub_task;
 pub mod metrics;
 pub mod sfu_loop;
 mod shutdown;
+pub mod tls;
 pub mod turn_loop;
 mod web;
 mod whip;
@@ -45,6 +46,9 @@ pub struct Server {
     access: access::Access,
     turn: Option<RunningTurn>,
     sfu: Option<RunningSfu>,
+    /// TLS on the HTTP listener.
+    https: Option<std::sync::Arc<rustls::ServerConfig>>,
+    tls_identity: Option<tls::TlsIdentity>,
 }
 
 /// The SFU thread and what the HTTP side keeps about it.
@@ -105,7 +109,17 @@ struct AppState {
 
 impl Server {
     /// Validates `config`, binds the HTTP listener and starts TURN when enabled.
-    pub async fn bind(config: Config) -> Result<Self, ServeError> {
+    pub async fn bind(mut config: Config) -> Result<Self, ServeError> {
+        if config.tls.self_signed && config.tls.generated.is_none() {
+            let hosts = tls::self_signed_hosts(config.http, config.turn.external_host.as_slice());
+            config.tls.generated =
+                Some(
+                    tls::self_signed(&hosts).map_err(|problem| ConfigError::Invalid {
+                        field: "tls.self_signed",
+                        problem,
+                    })?,
+                );
+        }
         config.validate()?;
         let api_key = config.auth.api_key()?;
         if let Some(why) = access::open_rooms_refusal(
@@ -123,6 +137,11 @@ impl Server {
             );
         }
         let access = access::Access::new(api_key);
+        let loaded = config.tls.load()?;
+        let tls_identity = loaded.as_ref().map(|(_, identity)| identity.clone());
+        let https = loaded
+            .filter(|_| config.tls.https)
+            .map(|(server_config, _)| server_config);
         let listener = TcpListener::bind(config.http)
             .await
             .map_err(|source| ServeError::Bind {
@@ -157,7 +176,19 @@ impl Server {
             access,
             turn,
             sfu,
+            https,
+            tls_identity,
         })
+    }
+
+    /// Whether the HTTP listener speaks TLS (HTTPS and WSS).
+    pub fn is_https(&self) -> bool {
+        self.https.is_some()
+    }
+
+    /// The fingerprints of the certificate in use, when TLS is configured.
+    pub fn tls_identity(&self) -> Option<&tls::TlsIdentity> {
+        self.tls_identity.as_ref()
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -250,15 +281,27 @@ impl Server {
         };
         // Signaling frames are small and latency-bound: without TCP_NODELAY a frame after a
         // server ping can wait for Nagle's algorithm (about 20 ms).
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         // The admin API needs the client's address (loopback-only without an API key).
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(on_shutdown);
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match self.https {
+                Some(tls_config) => {
+                    // (Tapped only for axum's client-address extractor, which knows `TapIo`.)
+                    let listener = axum::serve::ListenerExt::tap_io(
+                        tls::TlsListener::new(self.listener, tls_config)?,
+                        |_| {},
+                    );
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(on_shutdown);
+                    Box::pin(async move { serve.await })
+                }
+                None => {
+                    let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(on_shutdown);
+                    Box::pin(async move { serve.await })
+                }
+            };
         let result = tokio::select! {
             result = serve => result.map_err(ServeError::from),
             () = shutdown::deadline(deadline_rx.clone()) => {

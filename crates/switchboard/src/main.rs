@@ -31,6 +31,17 @@ struct Cli {
     )]
     log_format: Option<LogFormatArg>,
 
+    /// For send, recv, stream and loadtest with an https:// server: trust exactly the
+    /// certificate with this SHA-256 (64 hex digits, as `serve --tls-self-signed` prints it)
+    /// instead of checking it against the web's root certificates
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_SERVER_CERT_SHA256",
+        value_name = "HEX"
+    )]
+    server_cert_sha256: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -86,6 +97,15 @@ fn main() -> ExitCode {
     // `serve` installs the subscriber once it has read its config file (which may set the format).
     if !matches!(cli.command, Command::Serve(_)) {
         init_tracing(&filter, flag_format.unwrap_or_default());
+    }
+    if let Some(pin) = &cli.server_cert_sha256 {
+        match peer::tls::ServerTrust::pinned_from_hex(pin) {
+            Ok(trust) => peer::tls::set_server_trust(trust),
+            Err(err) => {
+                eprintln!("error: --server-cert-sha256: {err:#}");
+                return ExitCode::from(2);
+            }
+        }
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, |file_format| {

@@ -206,7 +206,12 @@ pub(crate) fn run(
         let addr = server.http_addr()?;
         info!(%addr, "ready");
         // The one line on stdout: scripts and tests read the address from it.
-        println!("switchboard: listening on http://{addr}");
+        // The fingerprints come first: a script that stops reading at "listening on" has them.
+        if let Some(id) = server.tls_identity() {
+            print_tls_identity(id);
+        }
+        let scheme = if server.is_https() { "https" } else { "http" };
+        println!("switchboard: listening on {scheme}://{addr}");
         if let Some(turn) = server.turn_addr() {
             println!("switchboard: TURN listening on {turn} (udp, tcp)");
         }
@@ -220,6 +225,18 @@ pub(crate) fn run(
         info!("stopped");
         Ok(())
     })
+}
+
+/// The certificate's fingerprints, for pinning (`--server-cert-sha256`) and for Chromium
+/// (`--ignore-certificate-errors-spki-list`).
+pub(crate) fn print_tls_identity(id: &server::tls::TlsIdentity) {
+    let kind = if id.self_signed {
+        "self-signed certificate"
+    } else {
+        "certificate"
+    };
+    println!("switchboard: TLS {kind} sha256 {}", id.cert_sha256);
+    println!("switchboard: TLS spki sha256 {}", id.spki_sha256_base64);
 }
 
 /// Every signaling connection is a file descriptor; the common soft limit of 1024 would cap the

@@ -60,17 +60,24 @@ pub(crate) struct TurnArgs {
     #[arg(long = "turn-max-allocations-per-user", value_name = "N")]
     max_allocations_per_user: Option<usize>,
 
-    /// TURN over TLS (turns:) listening address, used with --tls-cert [default: 127.0.0.1:5349]
+    /// TURN over TLS (turns:) listening address, used with --tls-cert or --tls-self-signed
+    /// [default: 127.0.0.1:5349]
     #[arg(long = "turn-tls", value_name = "ADDR:PORT")]
     tls_listen: Option<SocketAddr>,
 
-    /// PEM certificate chain for TLS listeners (TURN over TLS)
+    /// PEM certificate chain: the HTTP listener serves HTTPS/WSS (unless `https = false` in
+    /// [tls]) and TURN also listens over TLS
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+
+    /// Generate a self-signed certificate at start (for localhost, the loopback addresses and
+    /// the listening address) and print its fingerprints; instead of --tls-cert
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
 }
 
 impl TurnArgs {
@@ -87,6 +94,11 @@ impl TurnArgs {
         }
         if self.tls_key.is_some() {
             tls.key = self.tls_key;
+        }
+        if self.tls_self_signed {
+            tls.self_signed = true;
+            tls.cert = None;
+            tls.key = None;
         }
         if let Some(listen) = self.listen {
             config.listen = listen;

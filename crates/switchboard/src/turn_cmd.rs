@@ -29,6 +29,14 @@ pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
         None => (server::TurnConfig::default(), server::TlsConfig::default()),
     };
     args.turn.apply(&mut config, &mut tls);
+    if tls.self_signed {
+        let hosts = server::tls::self_signed_hosts(config.listen, config.external_host.as_slice());
+        tls.generated = Some(
+            server::tls::self_signed(&hosts)
+                .map_err(|e| anyhow::anyhow!("cannot generate a certificate: {e}"))?,
+        );
+    }
+    let identity = tls.load()?.map(|(_, identity)| identity);
     let settings = config.settings(&tls)?;
     if settings.credentials.is_empty() {
         anyhow::bail!("no TURN credentials: give --turn-user USER:PASS or --turn-secret SECRET");
@@ -46,6 +54,9 @@ pub(crate) fn run(args: TurnCmdArgs) -> anyhow::Result<()> {
     let handle = TurnHandle::start(settings)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = handle.local_addr();
+    if let Some(id) = &identity {
+        crate::serve::print_tls_identity(id);
+    }
     println!("switchboard: TURN listening on {addr} (udp, tcp)");
     if let Some(tls) = handle.tls_addr() {
         println!("switchboard: TURN listening on {tls} (tls)");
