@@ -20,6 +20,8 @@
 //! What this crate is not: a general JWT library. It accepts exactly `alg: HS256`, compact
 //! serialization, and the claims above (others are ignored).
 
+pub mod fuzz;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
