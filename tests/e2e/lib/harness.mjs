@@ -71,7 +71,7 @@ export async function startServer({ bin = serverBinary(), args = [], env = {}, t
     const timer = setTimeout(() => reject(new Error(`server did not say "listening on" within ${timeoutMs} ms:\n${lines.join('\n')}`)), timeoutMs);
     out.on('line', (line) => {
       keep('')(line);
-      const m = line.match(/listening on (http:\/\/\S+)/);
+      const m = line.match(/listening on (https?:\/\/\S+)/);
       if (m) {
         clearTimeout(timer);
         resolve(m[1].replace(/\/$/, ''));
