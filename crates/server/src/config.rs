@@ -30,7 +30,7 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     /// The built-in STUN/TURN server.
     pub turn: TurnConfig,
-    /// Certificate and key for TLS listeners (today: TURN over TLS).
+    /// Certificate and key for HTTPS/WSS on `http` and TURN over TLS.
     pub tls: TlsConfig,
     /// The SFU (group calls through the server, WHIP/WHEP).
     pub sfu: SfuConfig,
