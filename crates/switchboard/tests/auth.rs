@@ -663,3 +663,15 @@ async fn admin_api_sees_a_whip_stream_and_closing_the_room_ends_it() {
     let _ = stream.wait();
     assert!(gone, "the stream's room is gone after close");
 }
+
+#[tokio::test]
+async fn without_a_key_an_authorization_header_is_ignored() {
+    let server = serve(&[]);
+    let headers = [
+        ("Content-Type", "application/sdp"),
+        ("Authorization", "Basic YTpi"),
+    ];
+    // Past auth: the body is no SDP offer.
+    let (status, _, body) = http(server.addr, "POST", "/whip/open", &headers, "v=0\r\n").await;
+    assert_eq!(status, 400, "{body}");
+}
