@@ -248,3 +248,27 @@ impl Proc {
         !stat.is_empty() && !stat.contains(") Z ")
     }
 }
+
+#[test]
+fn whip_and_whep_over_https_with_the_pin() {
+    let (_server, url, pin) = serve_tls();
+    let mut loadtest = Proc::spawn(&[
+        "loadtest",
+        "--server",
+        &url,
+        "--server-cert-sha256",
+        &pin,
+        "--room",
+        "tls-load",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "1",
+        "--duration",
+        "2s",
+    ]);
+    assert!(loadtest.wait().success(), "{}", loadtest.output());
+    let text = loadtest.output();
+    assert!(text.contains("subscribers 1/1 connected"), "{text}");
+    assert!(text.contains("errors    none"), "{text}");
+}
