@@ -20,10 +20,12 @@ use tracing::{debug, trace};
 
 use crate::names::{DisplayName, RoomName};
 use crate::protocol::{
-    self, ClientMessage, ErrorCode, IceServer, Join, LeaveReason, Limits, PeerId, PeerInfo,
-    ServerMessage, SignalFrom, SignalTo, Welcome,
+    self, ChatMessage, ClientMessage, ErrorCode, IceServer, Join, LeaveReason, Limits, PeerId,
+    PeerInfo, RoomSettings, ServerMessage, SignalFrom, SignalTo, Welcome,
 };
 use crate::rate::TokenBucket;
+
+mod chat;
 
 /// A connection that has more than 5 × `message_burst` messages dropped within this window is
 /// closed with 1008.
@@ -60,6 +62,14 @@ pub struct HubConfig {
     /// Checks the token of every `join` (fresh or resume). `None`: rooms are open and every
     /// peer has every grant.
     pub authorizer: Option<Authorizer>,
+    /// Longest `chat` text, in characters.
+    pub max_chat_chars: usize,
+    /// Sustained `chat` messages per second per connection (within the general message rate).
+    pub chat_per_second: u32,
+    /// Burst of the chat rate.
+    pub chat_burst: u32,
+    /// Most stored messages a joiner receives in `chat_history`.
+    pub chat_history_on_join: usize,
 }
 
 /// What a joined peer may do, as the [`Authorizer`] found in its token.
@@ -173,6 +183,10 @@ impl Default for HubConfig {
             ice_servers: Vec::new(),
             ice_server_source: None,
             authorizer: None,
+            max_chat_chars: 2000,
+            chat_per_second: 5,
+            chat_burst: 20,
+            chat_history_on_join: 100,
         }
     }
 }
@@ -241,6 +255,30 @@ pub enum Input {
         /// The message, normally [`ServerMessage::Sfu`].
         message: ServerMessage,
     },
+    /// A persistent room's settings, loaded at start or changed through the admin API
+    /// (`Some`), or the room was deleted (`None`: it lives on only while people are in it).
+    RoomSettings {
+        /// The room.
+        room: String,
+        /// Its settings.
+        settings: Option<RoomSettings>,
+        /// Its newest stored chat, oldest first; `None` keeps what the hub has.
+        history: Option<Vec<ChatMessage>>,
+    },
+    /// A chat message from [`Output::StoreChat`] was committed: the hub broadcasts it.
+    ChatStored {
+        /// The room.
+        room: String,
+        /// The committed message.
+        message: ChatMessage,
+    },
+    /// A chat message from [`Output::StoreChat`] could not be stored: its sender is told.
+    ChatFailed {
+        /// The sender.
+        peer: PeerId,
+        /// Why, for the sender.
+        reason: String,
+    },
 }
 
 /// What the glue must do, from [`Hub::poll_output`].
@@ -259,6 +297,18 @@ pub enum Output {
         peer: PeerId,
         /// The offer's SDP.
         sdp: String,
+    },
+    /// A chat message to commit to the room's history; answer with [`Input::ChatStored`] once it
+    /// is committed, or [`Input::ChatFailed`].
+    StoreChat {
+        /// The room.
+        room: String,
+        /// The sender.
+        peer: PeerId,
+        /// The sender's display name.
+        name: String,
+        /// The text (already checked against the limits).
+        text: String,
     },
     /// A peer left its room: the SFU drops it if it has it.
     SfuLeft {
@@ -370,6 +420,8 @@ pub struct HubStats {
     pub oversized_frames: u64,
     /// Connections closed with 1008 for flooding.
     pub flood_closed: u64,
+    /// Chat messages committed and broadcast.
+    pub chats_stored: u64,
 }
 
 /// Signaling for one server: connections, peers and rooms.
@@ -379,6 +431,7 @@ pub struct Hub {
     conns: HashMap<ConnId, Conn>,
     peers: HashMap<PeerId, Peer>,
     rooms: HashMap<RoomName, Room>,
+    persistent: HashMap<RoomName, chat::Persistent>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     outputs: VecDeque<Output>,
     stats: HubStats,
@@ -403,6 +456,7 @@ struct Conn {
     dropped: u32,
     drop_window_start: Instant,
     last_rate_error: Option<Instant>,
+    chat: TokenBucket,
 }
 
 struct Peer {
@@ -433,6 +487,7 @@ impl Hub {
             conns: HashMap::new(),
             peers: HashMap::new(),
             rooms: HashMap::new(),
+            persistent: HashMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             stats: HubStats::default(),
@@ -536,6 +591,13 @@ impl Hub {
             }
             Input::Kick { peer } => self.kick(peer),
             Input::CloseRoom { room } => self.close_room(&room),
+            Input::RoomSettings {
+                room,
+                settings,
+                history,
+            } => self.on_room_settings(&room, settings, history),
+            Input::ChatStored { room, message } => self.on_chat_stored(&room, message),
+            Input::ChatFailed { peer, reason } => self.on_chat_failed(peer, reason),
             Input::Shutdown => {
                 self.shutting_down = true;
                 let all: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -591,6 +653,7 @@ impl Hub {
                 dropped: 0,
                 drop_window_start: now,
                 last_rate_error: None,
+                chat: TokenBucket::new(self.config.chat_per_second, self.config.chat_burst, now),
             },
         );
         self.arm(now + self.config.idle_timeout, Timer::Idle(conn));
@@ -688,6 +751,7 @@ impl Hub {
                     None => self.send_error(conn_id, ErrorCode::NotJoined, "not in a room"),
                 }
             }
+            Ok(ClientMessage::Chat { text }) => self.on_chat(conn_id, text, now),
             Ok(ClientMessage::Ping { id }) => {
                 self.outputs
                     .push_back(Output::Send(conn_id, ServerMessage::Pong { id }));
@@ -816,14 +880,12 @@ impl Hub {
         grants: PeerGrants,
     ) {
         let occupancy = self.rooms.get(&room).map_or(0, |r| r.peers.len());
-        if occupancy >= self.config.max_peers_per_room {
+        let capacity = self.room_capacity(&room);
+        if occupancy >= capacity {
             return self.send_error(
                 conn_id,
                 ErrorCode::RoomFull,
-                format!(
-                    "room {room} is full ({} participants)",
-                    self.config.max_peers_per_room
-                ),
+                format!("room {room} is full ({capacity} participants)"),
             );
         }
         let id = self.new_peer_id();
@@ -936,6 +998,9 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
+        let room_settings = self.room_settings(&peer.room);
+        let max_peers_per_room = self.room_capacity(&peer.room);
+        let room = peer.room.clone();
         let config = &self.config;
         let welcome = Welcome {
             v: protocol::PROTOCOL_VERSION,
@@ -954,15 +1019,20 @@ impl Hub {
             },
             limits: Limits {
                 max_frame_bytes: config.max_frame_bytes,
-                max_peers_per_room: config.max_peers_per_room,
+                max_peers_per_room,
                 messages_per_second: config.messages_per_second,
                 message_burst: config.message_burst,
                 resume_grace_secs: config.resume_grace.as_secs(),
+                max_chat_chars: config.max_chat_chars,
+                chat_per_second: config.chat_per_second,
+                chat_burst: config.chat_burst,
                 idle_timeout_secs: config.idle_timeout.as_secs(),
             },
+            room_settings,
         };
         self.outputs
             .push_back(Output::Send(conn_id, ServerMessage::Welcome(welcome)));
+        self.send_history(conn_id, &room);
     }
 
     fn on_signal(&mut self, conn_id: ConnId, signal: SignalTo) {

@@ -20,7 +20,9 @@ pub use hub::{
     JoinRefusal, Output, PeerGrants, PeerSummary, RoomSummary,
 };
 pub use names::{DisplayName, NameError, RoomName};
-pub use protocol::{ClientMessage, ErrorCode, IceServer, PeerId, ServerMessage};
+pub use protocol::{
+    ChatMessage, ClientMessage, ErrorCode, IceServer, PeerId, RoomSettings, ServerMessage,
+};
 
 /// The body of the signaling-frame fuzz target: parse arbitrary bytes as a client frame and, when
 /// that succeeds, check that re-encoding the parsed message parses to the same value.

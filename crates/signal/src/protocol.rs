@@ -57,6 +57,12 @@ pub enum ClientMessage {
     Sfu(SfuOffer),
     /// Leave the room.
     Leave,
+    /// A chat message for a room that keeps its chat on the server: stored, then broadcast
+    /// to the room (the sender included) as a server `chat`.
+    Chat {
+        /// The text, 1 to `max_chat_chars` characters.
+        text: String,
+    },
     /// Keepalive; answered with `pong`.
     Ping {
         /// Echoed in the `pong`.
@@ -208,6 +214,14 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A chat message, committed to the room's history (the sender's acknowledgement too).
+    Chat(ChatMessage),
+    /// The newest messages of the room's stored chat, oldest first; sent right after `welcome`
+    /// in a room that keeps chat.
+    ChatHistory {
+        /// The messages.
+        messages: Vec<ChatMessage>,
+    },
     /// Something the client sent was refused.
     Error {
         /// Stable code.
@@ -254,6 +268,33 @@ pub struct Welcome {
     pub ice_servers: Vec<IceServer>,
     /// The limits the server enforces.
     pub limits: Limits,
+    /// The room's stored settings; absent for a room that exists only while people are in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_settings: Option<RoomSettings>,
+}
+
+/// The settings of a persistent room (created through the admin API), as the hub enforces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RoomSettings {
+    /// Most participants at once (replaces `max_peers_per_room` for this room).
+    pub max_participants: usize,
+    /// Chat messages the room keeps; 0: its chat is not stored and stays peer-to-peer.
+    pub chat_history: usize,
+}
+
+/// A stored chat message as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// Unique and increasing in commit order (never reused).
+    pub id: i64,
+    /// When the server received it, Unix milliseconds.
+    pub at: i64,
+    /// The sender's peer id at the time.
+    pub from: String,
+    /// The sender's display name at the time.
+    pub name: String,
+    /// The text.
+    pub text: String,
 }
 
 /// A peer as others see it.
@@ -300,6 +341,12 @@ pub struct Limits {
     pub message_burst: u32,
     /// How long a dropped peer may resume.
     pub resume_grace_secs: u64,
+    /// Longest `chat` text, in characters.
+    pub max_chat_chars: usize,
+    /// Sustained `chat` messages per second per connection.
+    pub chat_per_second: u32,
+    /// Burst size of the chat rate.
+    pub chat_burst: u32,
     /// Silence after which a connection is closed.
     pub idle_timeout_secs: u64,
 }
@@ -347,6 +394,12 @@ pub enum ErrorCode {
     Kicked,
     /// An administrator closed the room; the connection is closed with 4004.
     RoomClosed,
+    /// `chat` in a room that keeps no chat on the server.
+    ChatUnavailable,
+    /// `chat` text empty or over `max_chat_chars`.
+    BadChat,
+    /// The chat message could not be stored, so it was not sent.
+    ChatFailed,
 }
 
 /// Why a client frame was refused: the error code and a human-readable message.
@@ -367,7 +420,7 @@ impl FrameError {
     }
 }
 
-const CLIENT_TYPES: [&str; 5] = ["join", "signal", "sfu", "leave", "ping"];
+const CLIENT_TYPES: [&str; 6] = ["join", "signal", "sfu", "leave", "ping", "chat"];
 
 /// Parses one text frame from a client and checks the shape of a `signal`.
 pub fn parse_client_frame(text: &str) -> Result<ClientMessage, FrameError> {

@@ -15,6 +15,8 @@ pub struct Sim {
     pub deadline: Option<Instant>,
     /// What the hub handed to the SFU: `(room, peer, Some(offer sdp))`, or `None` for a leave.
     pub sfu: Vec<(String, String, Option<String>)>,
+    /// Chat the hub asked to store: `(room, peer, name, text)`.
+    pub store: Vec<(String, signal::PeerId, String, String)>,
 }
 
 impl Sim {
@@ -26,6 +28,7 @@ impl Sim {
             closed: HashMap::new(),
             deadline: None,
             sfu: Vec::new(),
+            store: Vec::new(),
         }
     }
 
@@ -45,6 +48,14 @@ impl Sim {
                 }
                 Output::SfuLeft { room, peer } => {
                     self.sfu.push((room, peer.to_string(), None));
+                }
+                Output::StoreChat {
+                    room,
+                    peer,
+                    name,
+                    text,
+                } => {
+                    self.store.push((room, peer, name, text));
                 }
                 Output::Timeout(deadline) => {
                     self.deadline = deadline;
@@ -102,7 +113,13 @@ impl Sim {
             conn,
             json!({"type": "join", "v": 1, "room": room, "name": name}),
         );
-        let welcome = self.last(conn);
+        // In a room that keeps chat, `chat_history` follows the welcome.
+        let welcome = self
+            .inbox
+            .get(&conn)
+            .and_then(|frames| frames.iter().rev().find(|f| f["type"] != "chat_history"))
+            .cloned()
+            .unwrap_or(Value::Null);
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         welcome["peer"].as_str().unwrap().to_owned()
     }
