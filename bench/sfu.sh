@@ -59,7 +59,7 @@ start_server() {
   # Rooms larger than the default limit of 100 participants.
   printf '[sfu]\nmax_per_room = 5000\nmax_participants = 10000\n' >"$work/switchboard.toml"
   taskset -c "$SERVER_CPU" "$SWITCHBOARD_BIN" serve --config "$work/switchboard.toml" \
-    --http 127.0.0.1:0 --turn 127.0.0.1:0 \
+    --http 127.0.0.1:0 --turn 127.0.0.1:0 --data-dir none \
     --media 127.0.0.1:0 --log warn >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
   for _ in $(seq 100); do

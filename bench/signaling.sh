@@ -76,6 +76,10 @@ sb_flags=(--media 127.0.0.1:0)
 if "$sb_bin" serve --help | grep -q -- --no-turn; then
   sb_flags+=(--no-turn)
 fi
+# No database file (rooms and chat in memory).
+if "$sb_bin" serve --help | grep -q -- --data-dir; then
+  sb_flags+=(--data-dir none)
+fi
 # Stay inside the server's default limits; raise them only when the parameters need it.
 if (( CONNECTIONS + 2 * PAIRS + 100 > 20000 )); then
   sb_flags+=(--max-connections $((CONNECTIONS + 2 * PAIRS + 100)))

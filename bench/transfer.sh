@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" serve --http 127.0.0.1:0 --turn 127.0.0.1:0 --media 127.0.0.1:0 >"$work/serve.log" 2>&1 &
+"$bin" serve --http 127.0.0.1:0 --turn 127.0.0.1:0 --media 127.0.0.1:0 --data-dir none >"$work/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do grep -q "listening on http://" "$work/serve.log" && break; sleep 0.1; done
 url=$(grep -o "http://[0-9.:]*" "$work/serve.log" | head -1)

@@ -98,7 +98,7 @@ before(async () => {
   // Switchboard: signaling on .20:443, STUN/TURN on .10:443 (UDP and TCP), so that a network
   // that lets only TCP 443 out still reaches both. Every lab address is a documentation address,
   // which the TURN peer policy refuses by default: the lab's ranges are allowed explicitly.
-  const ours = run('inet', BIN, ['serve', '--http', '203.0.113.20:443', '--dangerous-open-rooms', '--turn', '203.0.113.10:443',
+  const ours = run('inet', BIN, ['serve', '--data-dir', 'none', '--http', '203.0.113.20:443', '--dangerous-open-rooms', '--turn', '203.0.113.10:443',
     '--allow-peer', '198.51.100.0/24', '--allow-peer', '203.0.113.0/24', ...MEDIA], { label: 'switchboard serve' });
   // The anchor: coturn on .11:443 (UDP and TCP), announced to browsers by a second Switchboard
   // (signaling only) through [[ice_servers]].
@@ -112,7 +112,7 @@ urls = ["stun:${COTURN_IP}:443", "turn:${COTURN_IP}:443?transport=udp", "turn:${
 username = "${COTURN_USER}"
 credential = "${COTURN_PASS}"
 `);
-  const anchor = run('inet', BIN, ['serve', '--no-turn', '--http', '203.0.113.21:443', '--dangerous-open-rooms', '--config', config, ...MEDIA], { label: 'anchor serve' });
+  const anchor = run('inet', BIN, ['serve', '--data-dir', 'none', '--no-turn', '--http', '203.0.113.21:443', '--dangerous-open-rooms', '--config', config, ...MEDIA], { label: 'anchor serve' });
   await waitForOutput(ours, /listening on http/);
   await waitForOutput(anchor, /listening on http/);
   await waitForOutput(coturn, /Total General servers/);

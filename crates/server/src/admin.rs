@@ -32,12 +32,23 @@ pub(crate) struct AdminState {
     pub(crate) hub: mpsc::Sender<HubCommand>,
     pub(crate) sfu: Option<SfuHandle>,
     pub(crate) access: Access,
+    /// Persistent rooms and their stored settings (`crate::rooms_api`).
+    pub(crate) rooms: crate::rooms_api::RoomsApi,
 }
 
 /// The `/api/v1` routes.
 pub(crate) fn routes(state: AdminState) -> Router {
     Router::new()
-        .route("/api/v1/rooms", get(list_rooms))
+        .route(
+            "/api/v1/rooms",
+            get(list_rooms).post(crate::rooms_api::create),
+        )
+        .route(
+            "/api/v1/rooms/{room}",
+            get(crate::rooms_api::get)
+                .patch(crate::rooms_api::patch)
+                .delete(crate::rooms_api::delete),
+        )
         .route("/api/v1/rooms/{room}/participants", get(list_participants))
         .route(
             "/api/v1/rooms/{room}/participants/{id}",
@@ -134,6 +145,7 @@ async fn list_rooms(
         return unavailable();
     };
     let mut sfu = state.sfu_rooms().await;
+    let mut stored = state.rooms.stored_names().await;
     let mut list: Vec<Value> = Vec::new();
     for room in rooms {
         let labels = sfu.remove(&room.name).unwrap_or_default();
@@ -144,6 +156,7 @@ async fn list_rooms(
             "signaling_participants": room.peers,
             "sfu_participants": labels.len(),
             "mode": if labels.is_empty() { "p2p" } else { "sfu" },
+            "persistent": stored.remove(&room.name),
         }));
     }
     for (name, labels) in sfu {
@@ -153,6 +166,18 @@ async fn list_rooms(
             "signaling_participants": 0,
             "sfu_participants": labels.len(),
             "mode": "sfu",
+            "persistent": stored.remove(&name),
+        }));
+    }
+    // Persistent rooms nobody is in.
+    for name in stored {
+        list.push(json!({
+            "name": name,
+            "participants": 0,
+            "signaling_participants": 0,
+            "sfu_participants": 0,
+            "mode": "p2p",
+            "persistent": true,
         }));
     }
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));

@@ -36,6 +36,15 @@ pub struct Config {
     pub sfu: SfuConfig,
     /// API key and secret for access tokens (`docs/security.md`).
     pub auth: crate::access::AuthConfig,
+    /// Directory of the SQLite database `switchboard.db` (rooms created through the admin API,
+    /// chat history of persistent rooms); created with mode 0700 when missing. `"none"` keeps
+    /// them in memory, lost at exit. `switchboard serve` defaults to
+    /// `$XDG_DATA_HOME/switchboard`, else `~/.local/share/switchboard`; a `Config` built in
+    /// code with `None` stays in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// `fsync` the database at every commit, so that a power loss loses no acknowledged chat
+    /// message either (a process crash never does). Default false.
+    pub data_fsync: bool,
 }
 
 /// How log lines are written (to stderr).
@@ -415,6 +424,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             sfu: SfuConfig::default(),
             auth: crate::access::AuthConfig::default(),
+            data_dir: None,
+            data_fsync: false,
         }
     }
 }
@@ -437,6 +448,14 @@ pub struct SignalingConfig {
     pub idle_timeout_secs: u64,
     /// Most simultaneous WebSocket connections. Default 20000.
     pub max_connections: usize,
+    /// Longest chat message in a persistent room, in characters. Default 2000.
+    pub max_chat_chars: usize,
+    /// Sustained chat messages per second per connection. Default 5.
+    pub chat_per_second: u32,
+    /// Burst of chat messages per connection. Default 20.
+    pub chat_burst: u32,
+    /// Most stored chat messages a joiner receives. Default 100.
+    pub chat_history_on_join: usize,
 }
 
 impl Default for SignalingConfig {
@@ -450,6 +469,10 @@ impl Default for SignalingConfig {
             resume_grace_secs: hub.resume_grace.as_secs(),
             idle_timeout_secs: hub.idle_timeout.as_secs(),
             max_connections: hub.max_connections,
+            max_chat_chars: hub.max_chat_chars,
+            chat_per_second: hub.chat_per_second,
+            chat_burst: hub.chat_burst,
+            chat_history_on_join: hub.chat_history_on_join,
         }
     }
 }
@@ -533,6 +556,25 @@ impl Config {
             10_000_000,
         )?;
         check("shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
+        check("signaling.max_chat_chars", s.max_chat_chars, 1, 60_000)?;
+        check("signaling.chat_per_second", s.chat_per_second, 1, 100_000)?;
+        check("signaling.chat_burst", s.chat_burst, 1, 1_000_000)?;
+        check(
+            "signaling.chat_history_on_join",
+            s.chat_history_on_join,
+            0,
+            store::MAX_CHAT_HISTORY as usize,
+        )?;
+        if self
+            .data_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                field: "data_dir",
+                problem: "must be a directory or \"none\"".into(),
+            });
+        }
         check("sfu.max_per_room", self.sfu.max_per_room, 1, 100_000)?;
         check(
             "sfu.max_participants",
@@ -577,7 +619,19 @@ impl Config {
             max_connections: s.max_connections,
             ice_servers: self.ice_servers.clone(),
             ice_server_source: None,
+            max_chat_chars: s.max_chat_chars,
+            chat_per_second: s.chat_per_second,
+            chat_burst: s.chat_burst,
+            chat_history_on_join: s.chat_history_on_join,
             ..HubConfig::default()
+        }
+    }
+
+    /// Where the database lives: `data_dir`, or memory when it is unset or `"none"`.
+    pub fn data_location(&self) -> crate::DataLocation {
+        match &self.data_dir {
+            Some(dir) if dir.as_os_str() != "none" => crate::DataLocation::Dir(dir.clone()),
+            _ => crate::DataLocation::Memory,
         }
     }
 }

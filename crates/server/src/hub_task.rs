@@ -55,6 +55,25 @@ pub(crate) enum HubCommand {
         room: String,
         reply: oneshot::Sender<usize>,
     },
+    /// A chat message was committed.
+    ChatStored {
+        room: String,
+        message: signal::ChatMessage,
+    },
+    /// A chat message could not be stored.
+    ChatFailed { peer: PeerId, reason: String },
+    /// A persistent room was created or changed (`Some`) or deleted (`None`).
+    RoomSettings {
+        room: String,
+        settings: Option<signal::RoomSettings>,
+        history: Option<Vec<signal::ChatMessage>>,
+    },
+}
+
+/// The store as the hub task sees it: where chat goes, and how commits come back.
+pub(crate) struct StoreLink {
+    pub(crate) store: crate::store_task::StoreHandle,
+    pub(crate) hub: mpsc::WeakSender<HubCommand>,
 }
 
 /// The SFU as the hub task sees it: where offers go, and how answers come back.
@@ -79,6 +98,7 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<HubCommand>,
     sfu: Option<SfuLink>,
     counters: std::sync::Arc<crate::metrics::Counters>,
+    store: StoreLink,
 ) {
     let mut links: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
     let mut deadline: Option<Instant> = None;
@@ -125,10 +145,17 @@ pub(crate) async fn run(
                     let _ = reply.send(hub.room_peers(&room).map_or(0, |p| p.len()));
                     Input::CloseRoom { room }
                 }
+                Some(HubCommand::ChatStored { room, message }) => {
+                    Input::ChatStored { room, message }
+                }
+                Some(HubCommand::ChatFailed { peer, reason }) => Input::ChatFailed { peer, reason },
+                Some(HubCommand::RoomSettings { room, settings, history }) => {
+                    Input::RoomSettings { room, settings, history }
+                }
             },
             () = sleep_until(deadline) => Input::Timeout(Instant::now()),
         };
-        deadline = drive(&mut hub, &mut links, input, sfu.as_ref(), &counters);
+        deadline = drive(&mut hub, &mut links, input, sfu.as_ref(), &counters, &store);
     }
 }
 
@@ -140,6 +167,7 @@ fn drive(
     input: Input,
     sfu: Option<&SfuLink>,
     counters: &crate::metrics::Counters,
+    store: &StoreLink,
 ) -> Option<Instant> {
     let mut pending = vec![input];
     let mut deadline = None;
@@ -187,6 +215,22 @@ fn drive(
                         },
                     }),
                 },
+                Output::StoreChat {
+                    room,
+                    peer,
+                    name,
+                    text,
+                } => {
+                    let queued = store
+                        .store
+                        .append_chat(store.hub.clone(), room, peer, name, text);
+                    if !queued {
+                        pending.push(Input::ChatFailed {
+                            peer,
+                            reason: "the server is busy; try again".into(),
+                        });
+                    }
+                }
                 Output::SfuLeft { room, peer } => {
                     if let Some(link) = sfu {
                         link.sfu.leave_label(&room, &peer.to_string());

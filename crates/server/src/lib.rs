@@ -10,9 +10,11 @@ pub mod config;
 
 mod hub_task;
 pub mod metrics;
+mod rooms_api;
 pub mod sfu_loop;
 mod shutdown;
 pub mod tls;
+mod store_task;
 pub mod turn_loop;
 mod web;
 mod whip;
@@ -35,6 +37,7 @@ use tracing::{info, warn};
 pub use access::AuthConfig;
 pub use config::{Config, ConfigError, LogFormat, SfuConfig, TlsConfig, TurnConfig};
 pub use sfu_loop::{SfuHandle, SfuSettings};
+pub use store_task::Location as DataLocation;
 pub use turn_loop::{TurnHandle, TurnSettings, TurnStatsReader};
 
 use crate::hub_task::HubCommand;
@@ -49,6 +52,8 @@ pub struct Server {
     /// TLS on the HTTP listener.
     https: Option<std::sync::Arc<rustls::ServerConfig>>,
     tls_identity: Option<tls::TlsIdentity>,
+    store: store_task::StoreHandle,
+    loaded: Vec<store_task::Loaded>,
 }
 
 /// The SFU thread and what the HTTP side keeps about it.
@@ -84,6 +89,17 @@ pub enum ServeError {
     /// Open rooms on a non-loopback address without `dangerous_open_rooms`.
     #[error("{0}")]
     OpenRooms(String),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened (its error names the file).
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// The operating system's random source failed.
     #[error("no operating-system randomness: {0}")]
     Random(String),
@@ -170,6 +186,12 @@ impl Server {
         } else {
             None
         };
+        let (store, loaded) = store_task::StoreHandle::start(
+            config.data_location(),
+            config.data_fsync,
+            config.signaling.chat_history_on_join,
+        )
+        .await?;
         Ok(Server {
             listener,
             config,
@@ -178,6 +200,8 @@ impl Server {
             sfu,
             https,
             tls_identity,
+            store,
+            loaded,
         })
     }
 
@@ -206,6 +230,14 @@ impl Server {
         self.sfu.as_ref().map(|s| s.handle.local_addr())
     }
 
+    /// Where persistent rooms and chat are kept, for people: the database file, or "memory".
+    pub fn data_description(&self) -> String {
+        match self.config.data_location() {
+            DataLocation::Dir(dir) => store::file_in(&dir).display().to_string(),
+            DataLocation::Memory => "memory only (--data-dir none)".into(),
+        }
+    }
+
     /// The TURN-over-TLS listening address, when configured.
     pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
         self.turn.as_ref().and_then(|t| t.handle.tls_addr())
@@ -225,14 +257,33 @@ impl Server {
             hub_config.ice_server_source = Some(turn_ice_servers(turn));
         }
         hub_config.authorizer = self.access.authorizer();
-        let hub = Hub::new(hub_config, seed);
+        let max_peers = hub_config.max_peers_per_room;
+        let mut hub = Hub::new(hub_config, seed);
+        for loaded in self.loaded {
+            hub.handle_input(signal::Input::RoomSettings {
+                room: loaded.room.name,
+                settings: Some(store_task::hub_settings(loaded.room.settings, max_peers)),
+                history: Some(loaded.history),
+            });
+            while !matches!(hub.poll_output(), signal::Output::Timeout(_)) {}
+        }
         let (hub_tx, hub_rx) = mpsc::channel(4096);
         let link = self.sfu.as_ref().map(|s| hub_task::SfuLink {
             sfu: s.handle.clone(),
             hub: hub_tx.downgrade(),
         });
         let counters = std::sync::Arc::new(metrics::Counters::default());
-        let hub_task = tokio::spawn(hub_task::run(hub, hub_rx, link, counters.clone()));
+        let store_link = hub_task::StoreLink {
+            store: self.store.clone(),
+            hub: hub_tx.downgrade(),
+        };
+        let hub_task = tokio::spawn(hub_task::run(
+            hub,
+            hub_rx,
+            link,
+            counters.clone(),
+            store_link,
+        ));
         let (live, mut live_rx) = mpsc::channel::<()>(1);
         let state = AppState {
             live,
@@ -247,6 +298,11 @@ impl Server {
             hub: hub_tx.clone(),
             sfu: self.sfu.as_ref().map(|s| s.handle.clone()),
             access: self.access.clone(),
+            rooms: rooms_api::RoomsApi {
+                store: self.store.clone(),
+                hub: hub_tx.clone(),
+                default_max: self.config.signaling.max_peers_per_room,
+            },
         }));
         let mut sfu_handle = None;
         if let Some(RunningSfu {

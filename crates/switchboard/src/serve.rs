@@ -77,6 +77,12 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     no_sfu: bool,
 
+    /// Directory of the database (rooms created through the admin API, chat history), created
+    /// with mode 0700; `none` keeps them in memory only, lost at exit
+    /// [default: $XDG_DATA_HOME/switchboard, else ~/.local/share/switchboard]
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", value_name = "DIR|none")]
+    data_dir: Option<PathBuf>,
+
     #[command(flatten)]
     turn: TurnArgs,
 
@@ -158,6 +164,12 @@ impl ServeArgs {
         if self.no_sfu {
             config.sfu.enabled = false;
         }
+        if self.data_dir.is_some() {
+            config.data_dir = self.data_dir;
+        }
+        if config.data_dir.is_none() {
+            config.data_dir = Some(default_data_dir()?);
+        }
         self.turn.apply(&mut config.turn, &mut config.tls);
         self.auth.apply(&mut config.auth);
         if !self.ice_servers.is_empty() {
@@ -173,6 +185,23 @@ impl ServeArgs {
         }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// `$XDG_DATA_HOME/switchboard`, else `$HOME/.local/share/switchboard`.
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(data) = nonempty("XDG_DATA_HOME").map(PathBuf::from)
+        && data.is_absolute()
+    {
+        return Ok(data.join("switchboard"));
+    }
+    match nonempty("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/switchboard")),
+        None => anyhow::bail!(
+            "no data directory: neither XDG_DATA_HOME nor HOME is set; pass --data-dir DIR \
+             (or --data-dir none to keep rooms and chat in memory only)"
+        ),
     }
 }
 
@@ -221,6 +250,7 @@ pub(crate) fn run(
         if let Some(media) = server.sfu_addr() {
             println!("switchboard: SFU media on {media} (udp)");
         }
+        println!("switchboard: data in {}", server.data_description());
         server.run(shutdown).await?;
         info!("stopped");
         Ok(())

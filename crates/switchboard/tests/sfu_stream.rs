@@ -98,6 +98,8 @@ impl Drop for Proc {
 fn serve() -> (Proc, String) {
     let server = Proc::spawn(&[
         "serve",
+        "--data-dir",
+        "none",
         "--http",
         "127.0.0.1:0",
         "--turn",

@@ -97,6 +97,8 @@ impl Drop for Proc {
 fn serve() -> (Proc, String) {
     let server = Proc::spawn(&[
         "serve",
+        "--data-dir",
+        "none",
         "--http",
         "127.0.0.1:0",
         "--turn",
@@ -273,6 +275,8 @@ fn recv_refuses_a_code_that_is_not_a_code() {
 fn relay_only_transfer_goes_through_our_turn_server() {
     let server = Proc::spawn(&[
         "serve",
+        "--data-dir",
+        "none",
         "--http",
         "127.0.0.1:0",
         "--turn",

@@ -34,13 +34,17 @@ export function serverBinary() {
 /**
  * Extra `serve` arguments: $E2E_SERVER_ARGS if set, else the built-in TURN
  * server on a free port (when the binary has one), so that several servers
- * can run at once and the pages also get STUN/TURN in `ice_servers`.
+ * can run at once and the pages also get STUN/TURN in `ice_servers`. Either
+ * way the database stays in memory (`--data-dir none`) unless the test passes
+ * its own `--data-dir`: tests never write into the user's home.
  */
-function defaultServerArgs(bin) {
-  if (process.env.E2E_SERVER_ARGS != null) return process.env.E2E_SERVER_ARGS.split(/\s+/).filter(Boolean);
+function defaultServerArgs(bin, testArgs) {
   const help = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' });
   const out = help.stdout ?? '';
-  const args = /--turn <ADDR/.test(out) ? ['--turn', '127.0.0.1:0'] : [];
+  const args = [];
+  if (/--data-dir </.test(out) && !testArgs.includes('--data-dir')) args.push('--data-dir', 'none');
+  if (process.env.E2E_SERVER_ARGS != null) return [...args, ...process.env.E2E_SERVER_ARGS.split(/\s+/).filter(Boolean)];
+  if (/--turn <ADDR/.test(out)) args.push('--turn', '127.0.0.1:0');
   if (/--media <ADDR/.test(out)) args.push('--media', '127.0.0.1:0');
   return args;
 }
@@ -53,7 +57,7 @@ export async function startServer({ bin = serverBinary(), args = [], env = {}, t
   if (!existsSync(bin)) {
     throw new Error(`server binary not found at ${bin}: build it (cargo build -p switchboard) or set SWITCHBOARD_BIN`);
   }
-  const proc = spawn(bin, ['serve', '--http', '127.0.0.1:0', ...defaultServerArgs(bin), ...args], {
+  const proc = spawn(bin, ['serve', '--http', '127.0.0.1:0', ...defaultServerArgs(bin, args), ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
