@@ -202,6 +202,7 @@ async function enterRoom(room, name) {
   refreshPickers(media);
 
   wireSignaling(signaling, ctx, media);
+  wireServerChat(signaling, ctx);
   wireCall(ctx.call);
   wireMedia(media, ctx);
   wireControls(media, ctx, signaling, name, room);
@@ -316,6 +317,7 @@ function wireSignaling(signaling, ctx, media) {
       ui.appendChat({ system: true, text: 'Could not resume the previous session; rejoining.' });
       return;
     }
+    if (['chat_failed', 'bad_chat', 'chat_unavailable'].includes(code)) return; // shown in the chat
     if (['unknown_peer', 'bad_signal', 'bad_json', 'unknown_type', 'not_joined', 'already_joined'].includes(code)) {
       // Races (a signal to someone who just left) or our own bugs: nothing the
       // person can act on.
@@ -343,6 +345,44 @@ function wireSignaling(signaling, ctx, media) {
 
   // An explicit leave is friendlier than waiting for the socket to close.
   window.addEventListener('pagehide', () => signaling.leave());
+}
+
+/**
+ * Chat in rooms that keep it on the server (`welcome.room_settings.chat_history > 0`): the
+ * stored history on join, and every message once stored, deduplicated by id (a resume sends
+ * the history again). Other rooms keep chat on the peer-to-peer data channels.
+ */
+function wireServerChat(signaling, ctx) {
+  ctx.pendingChat = [];
+  const shown = new Set();
+  const show = (m, { history = false } = {}) => {
+    if (shown.has(m.id)) return;
+    shown.add(m.id);
+    const mine = m.from === signaling.peerId;
+    const pending = mine && !history ? ctx.pendingChat.findIndex((p) => p.text === m.text) : -1;
+    if (pending >= 0) {
+      const [{ li }] = ctx.pendingChat.splice(pending, 1);
+      ui.confirmChat(li, m);
+      return;
+    }
+    ui.appendChat({ from: m.name, text: m.text, self: mine, at: m.at, id: m.id });
+  };
+  signaling.addEventListener('chat_history', ({ detail: { messages } }) => {
+    const list = Array.isArray(messages) ? messages : [];
+    const fresh = list.filter((m) => !shown.has(m.id));
+    if (fresh.length && shown.size === 0) ui.appendChat({ system: true, text: 'Earlier messages in this room:' });
+    for (const m of fresh) show(m, { history: true });
+    window.switchboard.marks.history ??= performance.now();
+  });
+  signaling.addEventListener('chat', ({ detail }) => show(detail));
+  signaling.addEventListener('servererror', ({ detail: { code, message } }) => {
+    const chatRate = code === 'rate_limited' && /chat/.test(message ?? '');
+    if (!['chat_failed', 'bad_chat', 'chat_unavailable'].includes(code) && !chatRate) return;
+    // The server answers in order: the oldest pending line is the one refused.
+    const refused = ctx.pendingChat.shift();
+    if (refused) ui.failChat(refused.li, message ?? code);
+    ui.appendChat({ system: true, text: `Not sent: ${message ?? code}` });
+  });
 }
 
 function describeError(code, message, signaling) {
@@ -482,6 +522,13 @@ function wireControls(media, ctx, signaling, name, room) {
     const input = ui.els.chatInput();
     const text = input.value.trim();
     if (!text) return;
+    if (signaling.serverChat) {
+      // Stored by the server, then echoed to everyone (us included): shown as pending until then.
+      ctx.pendingChat.push({ text, li: ui.appendChat({ from: name, text, self: true, pending: true }) });
+      signaling.chat(text);
+      input.value = '';
+      return;
+    }
     const delivered = ctx.call.sendChat(text);
     ui.appendChat({ from: name, text, self: true });
     if (delivered === 0) {

@@ -27,7 +27,8 @@ const FINAL_ERROR_CODES = ['unauthorized', 'forbidden', 'kicked', 'room_closed']
  *
  * Events: `statechange` {state, detail}, `welcome` {msg, resumed, fresh},
  * `peer_joined` {peer}, `peer_left` {peer, reason}, `signal` {from, description, candidate},
- * `servererror` {code, message}, `stopped` {reason, message}.
+ * `chat` {id, at, from, name, text} and `chat_history` {messages} (rooms that keep chat on the
+ * server, `roomSettings.chat_history > 0`), `servererror` {code, message}, `stopped` {reason, message}.
  *
  * `token` is the access token sent with every join (the page's `?token=` by default); servers
  * with an API key refuse joins without one.
@@ -91,6 +92,26 @@ export class SignalingClient extends EventTarget {
       this.outbox.push(msg);
       if (this.outbox.length > MAX_BUFFERED_SIGNALS) this.outbox.shift();
     }
+  }
+
+  /**
+   * Sends a chat line through the server (rooms that keep chat); it comes back as a `chat` event
+   * once stored. Paced like signals; kept for after a resume while disconnected.
+   */
+  chat(text) {
+    const msg = { type: 'chat', text };
+    if (this.state === 'joined' && this.ws?.readyState === WebSocket.OPEN) {
+      this.paced.push(msg);
+      this.drainPaced();
+    } else if (!this.stopped) {
+      this.outbox.push(msg);
+      if (this.outbox.length > MAX_BUFFERED_SIGNALS) this.outbox.shift();
+    }
+  }
+
+  /** Whether this room keeps its chat on the server (known from `welcome`). */
+  get serverChat() {
+    return (this.roomSettings?.chat_history ?? 0) > 0;
   }
 
   /** Leaves the room for good and closes the socket normally. */
@@ -240,6 +261,8 @@ export class SignalingClient extends EventTarget {
       case 'peer_left': return this.emit('peer_left', { peer: msg.peer, reason: msg.reason });
       case 'signal': return this.emit('signal', msg);
       case 'sfu': return this.emit('sfu', msg);
+      case 'chat': return this.emit('chat', msg);
+      case 'chat_history': return this.emit('chat_history', msg);
       case 'pong': return;
       case 'error': return this.onServerError(msg);
       default: console.warn('signaling: unknown frame type', msg.type);
@@ -252,6 +275,7 @@ export class SignalingClient extends EventTarget {
     this.peerId = msg.peer;
     this.resume = { peer: msg.peer, token: msg.resume_token };
     this.limits = msg.limits ?? null;
+    this.roomSettings = msg.room_settings ?? null;
     this.iceServers = mapIceServers(msg.ice_servers);
     this.attempt = 0;
     if (resumed) this.resumes++;

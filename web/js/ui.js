@@ -211,14 +211,19 @@ function initial(name) {
 
 // --- chat --------------------------------------------------------------------
 
-/** Appends a chat line: {from, text, self, system}. */
-export function appendChat({ from, text, self = false, system = false }) {
+/**
+ * Appends a chat line: {from, text, self, system}; `at` (ms) for a stored message's time,
+ * `id` for its server id, `pending` while the server has not confirmed it. Returns the line.
+ */
+export function appendChat({ from, text, self = false, system = false, at = null, id = null, pending = false }) {
   const log = els.chatLog();
   const li = document.createElement('li');
   li.className = 'chat-msg';
   if (self) li.classList.add('self');
   if (system) li.classList.add('system');
-  const time = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (pending) li.classList.add('pending');
+  if (id != null) li.dataset.id = String(id);
+  const time = new Date(at ?? Date.now()).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   if (!system) {
     const who = document.createElement('span');
     who.className = 'chat-from';
@@ -234,6 +239,22 @@ export function appendChat({ from, text, self = false, system = false }) {
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   log.append(li);
   if (atBottom) log.scrollTop = log.scrollHeight;
+  return li;
+}
+
+/** A pending line the server has now stored: its id and the server's time. */
+export function confirmChat(li, { id, at }) {
+  li.classList.remove('pending');
+  li.dataset.id = String(id);
+  const when = li.querySelector('time');
+  if (when && at) when.textContent = new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** A pending line the server refused. */
+export function failChat(li, why) {
+  li.classList.remove('pending');
+  li.classList.add('failed');
+  li.title = why;
 }
 
 // --- controls ----------------------------------------------------------------
