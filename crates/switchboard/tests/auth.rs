@@ -23,6 +23,8 @@ const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 fn switchboard() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     command
+        // The database in memory: tests never write into the user's home.
+        .env("SWITCHBOARD_DATA_DIR", "none")
         .env_remove("SWITCHBOARD_API_KEY")
         .env_remove("SWITCHBOARD_API_SECRET")
         .env_remove("SWITCHBOARD_CONFIG")

@@ -26,6 +26,8 @@ impl Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .env("SWITCHBOARD_LOG", "warn")
+            // The database in memory: tests never write into the user's home.
+            .env("SWITCHBOARD_DATA_DIR", "none")
             .env_remove("SWITCHBOARD_SERVER")
             .env_remove("SWITCHBOARD_CONFIG")
             .env_remove("SWITCHBOARD_TOKEN")

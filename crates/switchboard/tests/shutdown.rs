@@ -27,6 +27,8 @@ impl Drop for Serve {
 
 fn serve(extra: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        // The database in memory: tests never write into the user's home.
+        .env("SWITCHBOARD_DATA_DIR", "none")
         .args(["--log", "info", "--log-format", "json", "serve"])
         .args(["--http", "127.0.0.1:0", "--turn", "127.0.0.1:0"])
         .args(["--media", "127.0.0.1:0"])
