@@ -120,6 +120,11 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "Peers removed when their resume grace ran out.",
             h.grace_expired,
         );
+        out.counter(
+            "switchboard_chat_messages_stored_total",
+            "Chat messages of persistent rooms committed to the database and broadcast.",
+            h.chats_stored,
+        );
     }
     if let Some(t) = &snapshot.turn {
         out.gauge(

@@ -245,6 +245,17 @@ fn a_room_and_its_chat_survive_a_restart() {
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     });
+    let (_, metrics) = server.http("GET", "/metrics", None);
+    assert!(
+        metrics["raw"]
+            .as_str()
+            .unwrap()
+            .contains("switchboard_chat_messages_stored_total 5"),
+        "{metrics}"
+    );
+    let (_, listed) = server.http("GET", "/api/v1/rooms", None);
+    assert_eq!(listed["rooms"][0]["name"], "standup", "{listed}");
+    assert_eq!(listed["rooms"][0]["persistent"], true, "{listed}");
     let (_, settings_before) = server.http("GET", "/api/v1/rooms/standup", None);
     server.kill();
 
