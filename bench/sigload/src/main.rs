@@ -9,6 +9,7 @@
 //! the protocol (`join`, `welcome`, `signal`) for these two measurements, and it reads the target
 //! server's memory from `/proc`, so it runs on Linux against a server on the same machine.
 
+mod churn;
 mod common;
 mod echo_server;
 mod idle;
@@ -33,6 +34,8 @@ enum Command {
     Idle(idle::Args),
     /// Relay timestamped messages at a fixed rate, report latency percentiles.
     Latency(latency::Args),
+    /// Join and leave at a steady rate for a while (bench/soak.sh).
+    Churn(churn::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             Command::EchoServer(args) => echo_server::run(args).await,
             Command::Idle(args) => idle::run(args).await,
             Command::Latency(args) => latency::run(args).await,
+            Command::Churn(args) => churn::run(args).await,
         }
     })
 }
