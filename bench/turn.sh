@@ -378,9 +378,11 @@ coturn_pid=$!
 pids+=("$coturn_pid")
 
 log "starting switchboard turn ($SWITCHBOARD_BIN)"
+# The Binding and Allocate loads come from one address: the per-source limit on requests
+# without credentials is off, as coturn has none.
 taskset -c "$SERVER_CPU" "$SWITCHBOARD_BIN" turn --turn 127.0.0.1:0 --turn-secret "$SECRET" \
   --turn-realm "$REALM" --relay-ports "$SWITCHBOARD_RELAY_PORTS" --dangerous-allow-loopback-peers \
-  >"$tmp/switchboard.out" 2>"$tmp/switchboard.log" &
+  --turn-unauthenticated-per-sec 0 >"$tmp/switchboard.out" 2>"$tmp/switchboard.log" &
 switchboard_pid=$!
 pids+=("$switchboard_pid")
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The SFU (group calls through the server, WHIP/WHEP).
     pub sfu: SfuConfig,
+    /// Per-client-address abuse limits.
+    pub limits: crate::limits::LimitsConfig,
     /// API key and secret for access tokens (`docs/security.md`).
     pub auth: crate::access::AuthConfig,
     /// Directory of the SQLite database `switchboard.db` (rooms created through the admin API,
@@ -246,6 +248,10 @@ pub struct TurnConfig {
     pub max_bytes_per_sec_per_allocation: u64,
     /// Relayed bytes per second for the whole server (0 = unlimited). Default 0.
     pub max_bytes_per_sec_total: u64,
+    /// Requests without credentials (STUN Binding, the Allocate that gets the 401 challenge)
+    /// per second from one source address, sustained, with bursts of twice as many; more are
+    /// dropped unanswered. 0 turns the limit off. Default 50.
+    pub unauthenticated_per_sec_per_ip: u32,
     /// TURN over TLS (`turns:`) listening address, used when `[tls]` has a certificate.
     /// Default `127.0.0.1:5349`.
     pub tls_listen: SocketAddr,
@@ -271,6 +277,7 @@ impl Default for TurnConfig {
             max_allocations_per_user: core.max_allocations_per_user,
             max_bytes_per_sec_per_allocation: core.max_bytes_per_sec_per_allocation,
             max_bytes_per_sec_total: core.max_bytes_per_sec_total,
+            unauthenticated_per_sec_per_ip: core.unauthenticated_per_sec_per_ip,
             tls_listen: SocketAddr::from(([127, 0, 0, 1], 5349)),
         }
     }
@@ -366,6 +373,12 @@ impl TurnConfig {
             10_000_000,
         )?;
         check(
+            "turn.unauthenticated_per_sec_per_ip",
+            self.unauthenticated_per_sec_per_ip,
+            0,
+            1_000_000,
+        )?;
+        check(
             "turn.credential_ttl_secs",
             self.credential_ttl_secs,
             60,
@@ -387,6 +400,7 @@ impl TurnConfig {
                 max_allocations_per_user: self.max_allocations_per_user,
                 max_bytes_per_sec_per_allocation: self.max_bytes_per_sec_per_allocation,
                 max_bytes_per_sec_total: self.max_bytes_per_sec_total,
+                unauthenticated_per_sec_per_ip: self.unauthenticated_per_sec_per_ip,
                 policy,
                 ..turn::ServerConfig::default()
             },
@@ -418,6 +432,7 @@ impl Default for Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 5,
             log_format: LogFormat::Text,
+            limits: crate::limits::LimitsConfig::default(),
             signaling: SignalingConfig::default(),
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
@@ -575,6 +590,7 @@ impl Config {
                 problem: "must be a directory or \"none\"".into(),
             });
         }
+        self.limits.validate()?;
         check("sfu.max_per_room", self.sfu.max_per_room, 1, 100_000)?;
         check(
             "sfu.max_participants",
@@ -617,6 +633,8 @@ impl Config {
             resume_grace: Duration::from_secs(s.resume_grace_secs),
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             max_connections: s.max_connections,
+            joins_per_sec_per_ip: self.limits.joins_per_sec_per_ip,
+            limit_table_size: self.limits.table_size,
             ice_servers: self.ice_servers.clone(),
             ice_server_source: None,
             max_chat_chars: s.max_chat_chars,
@@ -653,7 +671,7 @@ pub fn fuzz_toml(data: &[u8]) {
     }
 }
 
-fn check<T: PartialOrd + std::fmt::Display>(
+pub(crate) fn check<T: PartialOrd + std::fmt::Display>(
     field: &'static str,
     value: T,
     min: T,

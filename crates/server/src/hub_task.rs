@@ -23,6 +23,7 @@ pub(crate) enum HubCommand {
     Connected {
         conn: ConnId,
         tx: mpsc::Sender<Outgoing>,
+        source: Option<std::net::IpAddr>,
     },
     /// A frame arrived on it.
     Frame { conn: ConnId, frame: Frame },
@@ -106,9 +107,9 @@ pub(crate) async fn run(
         let input = tokio::select! {
             command = commands.recv() => match command {
                 None => break,
-                Some(HubCommand::Connected { conn, tx }) => {
+                Some(HubCommand::Connected { conn, tx, source }) => {
                     links.insert(conn, tx);
-                    Input::Connected { conn, now: Instant::now() }
+                    Input::Connected { conn, now: Instant::now(), source }
                 }
                 Some(HubCommand::Frame { conn, frame }) => {
                     Input::Frame { conn, now: Instant::now(), frame }

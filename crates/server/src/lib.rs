@@ -9,6 +9,7 @@ mod admin;
 pub mod config;
 
 mod hub_task;
+pub mod limits;
 pub mod metrics;
 mod rooms_api;
 pub mod sfu_loop;
@@ -121,6 +122,7 @@ struct AppState {
     access: access::Access,
     /// Held by every WebSocket connection task: the shutdown waits until all clones are gone.
     live: mpsc::Sender<()>,
+    limits: limits::Limits,
 }
 
 impl Server {
@@ -285,8 +287,10 @@ impl Server {
             store_link,
         ));
         let (live, mut live_rx) = mpsc::channel::<()>(1);
+        let limits = limits::Limits::new(&self.config.limits)?;
         let state = AppState {
             live,
+            limits: limits.clone(),
             hub: hub_tx.clone(),
             max_frame_bytes: self.config.signaling.max_frame_bytes,
             turn: self.turn.as_ref().map(|t| t.handle.stats_reader()),
@@ -323,6 +327,7 @@ impl Server {
                 sessions,
                 counters: counters.clone(),
                 access: self.access.clone(),
+                limits: limits.clone(),
             }));
             sfu_handle = Some(handle);
         }
@@ -551,7 +556,24 @@ async fn metrics_page(State(state): State<AppState>, headers: axum::http::Header
         .into_response()
 }
 
-async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    use axum::response::IntoResponse;
+    let source = state.limits.client_ip(peer, &headers);
+    let Some(slot) = state.limits.connect(source) else {
+        metrics::Counters::bump(&state.counters.ws_refused_per_ip);
+        tracing::debug!(%source, "too many connections from one address");
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from_static("10"))],
+            "too many connections from your address\n",
+        )
+            .into_response();
+    };
     // Signaling frames are small and mostly idle: tungstenite's 128 KiB default buffers would
     // cost far more memory per connection than everything else together.
     upgrade
@@ -560,7 +582,8 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .max_message_size(state.max_frame_bytes)
         .max_frame_size(state.max_frame_bytes)
         .on_upgrade(move |socket| async move {
-            ws::serve_connection(socket, state.hub, state.counters).await;
+            ws::serve_connection(socket, state.hub, state.counters, Some(source)).await;
+            drop(slot);
             drop(state.live);
         })
 }

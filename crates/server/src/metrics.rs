@@ -215,19 +215,21 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
     let hub = snapshot.hub.clone().unwrap_or_default();
     let turn = snapshot.turn.clone().unwrap_or_default();
     let sfu = snapshot.sfu.unwrap_or_default();
-    let errors: [(&str, u64); 18] = [
+    let errors: [(&str, u64); 20] = [
         ("malformed_frame", hub.malformed_frames),
         (
             "oversized_frame",
             hub.oversized_frames + Counters::get(&c.ws_oversized),
         ),
         ("rate_limited", hub.rate_limited),
+        ("join_rate_limited", hub.joins_rate_limited),
         ("flood_closed", hub.flood_closed),
         ("connection_limit", hub.connections_refused),
         ("ip_connection_limit", Counters::get(&c.ws_refused_per_ip)),
         ("slow_consumer", Counters::get(&c.slow_consumers)),
         ("whip_rate_limited", Counters::get(&c.whip_rate_limited)),
         ("whip_refused", Counters::get(&c.whip_refused)),
+        ("turn_rate_limited", turn.rate_limited),
         ("turn_auth_failure", turn.auth_failures),
         ("turn_stale_nonce", turn.stale_nonces),
         ("turn_malformed", turn.malformed_dropped),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -69,6 +69,7 @@ pub(crate) struct WhipState {
     pub(crate) sfu: SfuHandle,
     pub(crate) sessions: Sessions,
     pub(crate) counters: std::sync::Arc<crate::metrics::Counters>,
+    pub(crate) limits: crate::limits::Limits,
     pub(crate) access: crate::access::Access,
 }
 
@@ -91,20 +92,49 @@ pub(crate) fn routes(state: WhipState) -> Router {
 
 async fn publish(
     State(state): State<WhipState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refused) = over_rate(&state, peer, &headers) {
+        return refused;
+    }
     start(state, Kind::Whip, room, headers, body).await
 }
 
 async fn view(
     State(state): State<WhipState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refused) = over_rate(&state, peer, &headers) {
+        return refused;
+    }
     start(state, Kind::Whep, room, headers, body).await
+}
+
+/// HTTP 429 when the client's address is over `limits.whip_per_sec_per_ip`.
+fn over_rate(
+    state: &WhipState,
+    peer: std::net::SocketAddr,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let source = state.limits.client_ip(peer, headers);
+    if state.limits.whip(source) {
+        return None;
+    }
+    crate::metrics::Counters::bump(&state.counters.whip_rate_limited);
+    let mut response = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many WHIP/WHEP offers from your address; try again in a second",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Some(response)
 }
 
 async fn start(

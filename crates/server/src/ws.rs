@@ -22,10 +22,15 @@ pub(crate) async fn serve_connection(
     socket: WebSocket,
     hub: mpsc::Sender<HubCommand>,
     counters: std::sync::Arc<crate::metrics::Counters>,
+    source: Option<std::net::IpAddr>,
 ) {
     let conn = ConnId(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
     let (tx, mut outgoing) = mpsc::channel(OUTBOUND_QUEUE + 1);
-    if hub.send(HubCommand::Connected { conn, tx }).await.is_err() {
+    if hub
+        .send(HubCommand::Connected { conn, tx, source })
+        .await
+        .is_err()
+    {
         return;
     }
     let (mut sink, mut stream) = socket.split();

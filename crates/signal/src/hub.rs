@@ -70,6 +70,11 @@ pub struct HubConfig {
     pub chat_burst: u32,
     /// Most stored messages a joiner receives in `chat_history`.
     pub chat_history_on_join: usize,
+    /// Joins (fresh or resume) per second from one client address, sustained; bursts of twice
+    /// as many. 0 disables the limit.
+    pub joins_per_sec_per_ip: u32,
+    /// Most client addresses the per-address join limit tracks.
+    pub limit_table_size: usize,
 }
 
 /// What a joined peer may do, as the [`Authorizer`] found in its token.
@@ -187,6 +192,8 @@ impl Default for HubConfig {
             chat_per_second: 5,
             chat_burst: 20,
             chat_history_on_join: 100,
+            joins_per_sec_per_ip: 10,
+            limit_table_size: ratelimit::DEFAULT_TABLE_SIZE,
         }
     }
 }
@@ -211,6 +218,8 @@ pub enum Input {
         conn: ConnId,
         /// Current time.
         now: Instant,
+        /// The client's address, for the per-address limits (`None`: not limited by address).
+        source: Option<std::net::IpAddr>,
     },
     /// A frame arrived.
     Frame {
@@ -422,6 +431,8 @@ pub struct HubStats {
     pub flood_closed: u64,
     /// Chat messages committed and broadcast.
     pub chats_stored: u64,
+    /// Joins refused for the per-address join rate.
+    pub joins_rate_limited: u64,
 }
 
 /// Signaling for one server: connections, peers and rooms.
@@ -437,6 +448,8 @@ pub struct Hub {
     stats: HubStats,
     /// After [`Input::Shutdown`], new connections are closed with 1001 at once.
     shutting_down: bool,
+    /// Joins per client address.
+    joins_per_ip: ratelimit::PerIp,
 }
 
 /// A timer in the hub's table; checked against the current state when it fires.
@@ -450,6 +463,7 @@ enum Timer {
 
 struct Conn {
     peer: Option<PeerId>,
+    source: Option<std::net::IpAddr>,
     last_seen: Instant,
     bucket: TokenBucket,
     /// Messages dropped for the rate limit since `drop_window_start`.
@@ -481,6 +495,7 @@ impl Hub {
     /// A hub with `config`, drawing peer ids and resume tokens from a CSPRNG seeded with `seed`
     /// (the glue passes operating-system randomness; tests a fixed seed).
     pub fn new(config: HubConfig, seed: [u8; 32]) -> Self {
+        let config_joins = (config.joins_per_sec_per_ip, config.limit_table_size);
         Hub {
             config,
             rng: ChaCha12Rng::from_seed(seed),
@@ -492,6 +507,11 @@ impl Hub {
             outputs: VecDeque::new(),
             stats: HubStats::default(),
             shutting_down: false,
+            joins_per_ip: ratelimit::PerIp::new(
+                config_joins.0,
+                config_joins.0.saturating_mul(2),
+                config_joins.1,
+            ),
         }
     }
 
@@ -562,7 +582,7 @@ impl Hub {
             "poll_output must be drained after every input"
         );
         match input {
-            Input::Connected { conn, now } => self.on_connected(conn, now),
+            Input::Connected { conn, now, source } => self.on_connected(conn, now, source),
             Input::Frame { conn, now, frame } => self.on_frame(conn, now, frame),
             Input::Disconnected {
                 conn,
@@ -616,7 +636,7 @@ impl Hub {
         Output::Timeout(self.timers.peek().map(|Reverse((deadline, _))| *deadline))
     }
 
-    fn on_connected(&mut self, conn: ConnId, now: Instant) {
+    fn on_connected(&mut self, conn: ConnId, now: Instant, source: Option<std::net::IpAddr>) {
         if self.shutting_down {
             self.outputs
                 .push_back(Output::Close(conn, CloseCode::GoingAway));
@@ -648,6 +668,7 @@ impl Hub {
             conn,
             Conn {
                 peer: None,
+                source,
                 last_seen: now,
                 bucket,
                 dropped: 0,
@@ -766,6 +787,17 @@ impl Hub {
     fn on_join(&mut self, conn_id: ConnId, join: Join, now: Instant) {
         if self.conns.get(&conn_id).is_some_and(|c| c.peer.is_some()) {
             return self.send_error(conn_id, ErrorCode::AlreadyJoined, "already in a room");
+        }
+        let source = self.conns.get(&conn_id).and_then(|c| c.source);
+        if let Some(ip) = source
+            && !self.joins_per_ip.try_take(ip, now)
+        {
+            self.stats.joins_rate_limited += 1;
+            return self.send_error(
+                conn_id,
+                ErrorCode::RateLimited,
+                "join refused: too many joins from your address; try again in a second",
+            );
         }
         if join.v != protocol::PROTOCOL_VERSION {
             return self.send_error(

@@ -55,6 +55,25 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
+    /// Simultaneous signaling connections from one client address; 0 = no limit [default: 100]
+    #[arg(long, value_name = "N")]
+    connections_per_ip: Option<u32>,
+
+    /// Joins per second from one client address (bursts of twice as many); 0 = no limit
+    /// [default: 10]
+    #[arg(long, value_name = "N")]
+    joins_per_sec_per_ip: Option<u32>,
+
+    /// WHIP/WHEP offers per second from one client address (bursts of twice as many); 0 = no
+    /// limit [default: 5]
+    #[arg(long, value_name = "N")]
+    whip_per_sec_per_ip: Option<u32>,
+
+    /// A reverse proxy (address or CIDR) whose X-Forwarded-For/Forwarded header names the client
+    /// for the per-address limits; repeatable (replaces the file's list)
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<String>,
+
     /// Seconds a shutdown waits for connections to close [default: 5]
     #[arg(long, value_name = "SECS")]
     shutdown_grace_secs: Option<u64>,
@@ -154,6 +173,13 @@ impl ServeArgs {
         set(&mut s.idle_timeout_secs, self.idle_timeout_secs);
         set(&mut s.max_connections, self.max_connections);
         set(&mut config.shutdown_grace_secs, self.shutdown_grace_secs);
+        let l = &mut config.limits;
+        set(&mut l.connections_per_ip, self.connections_per_ip);
+        set(&mut l.joins_per_sec_per_ip, self.joins_per_sec_per_ip);
+        set(&mut l.whip_per_sec_per_ip, self.whip_per_sec_per_ip);
+        if !self.trusted_proxies.is_empty() {
+            l.trusted_proxies = self.trusted_proxies;
+        }
         if self.no_turn {
             config.turn.enabled = false;
         }

@@ -56,6 +56,11 @@ pub(crate) struct TurnArgs {
     #[arg(long = "deny-peer", value_name = "CIDR")]
     denied_peer_ranges: Vec<String>,
 
+    /// Unauthenticated STUN/TURN requests (Binding, the first Allocate) per second from one
+    /// source address; more are dropped. 0 turns the limit off [default: 50]
+    #[arg(long = "turn-unauthenticated-per-sec", value_name = "N")]
+    unauthenticated_per_sec_per_ip: Option<u32>,
+
     /// Most TURN allocations per username [default: 128]
     #[arg(long = "turn-max-allocations-per-user", value_name = "N")]
     max_allocations_per_user: Option<usize>,
@@ -83,6 +88,9 @@ pub(crate) struct TurnArgs {
 impl TurnArgs {
     /// Applies the given flags over the `[turn]` and `[tls]` settings.
     pub(crate) fn apply(self, config: &mut TurnConfig, tls: &mut TlsConfig) {
+        if let Some(rate) = self.unauthenticated_per_sec_per_ip {
+            config.unauthenticated_per_sec_per_ip = rate;
+        }
         if let Some(max) = self.max_allocations_per_user {
             config.max_allocations_per_user = max;
         }

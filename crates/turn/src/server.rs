@@ -159,6 +159,12 @@ pub struct ServerConfig {
     pub software: Option<String>,
     /// Which peers may be relayed to.
     pub policy: PeerPolicy,
+    /// Requests without MESSAGE-INTEGRITY (Binding, and the first Allocate that gets the 401
+    /// challenge) per second from one source address, sustained; bursts of twice as many. Over
+    /// it they are dropped unanswered (a client retransmits). 0 disables the limit.
+    pub unauthenticated_per_sec_per_ip: u32,
+    /// Most source addresses the per-address limit tracks.
+    pub limit_table_size: usize,
 }
 
 impl Default for ServerConfig {
@@ -177,6 +183,8 @@ impl Default for ServerConfig {
             max_bytes_per_sec_total: 0,
             software: None,
             policy: PeerPolicy::default(),
+            unauthenticated_per_sec_per_ip: 50,
+            limit_table_size: ratelimit::DEFAULT_TABLE_SIZE,
         }
     }
 }
@@ -212,6 +220,8 @@ pub struct TurnStats {
     pub unroutable_dropped: u64,
     /// Packets dropped by a bandwidth quota.
     pub bandwidth_dropped: u64,
+    /// Unauthenticated requests dropped for the per-address rate.
+    pub rate_limited: u64,
 }
 
 /// A TURN server's state.
@@ -230,6 +240,7 @@ pub struct Server {
     token_key: [u8; 32],
     next_id: u64,
     total_bandwidth: ByteBucket,
+    unauthenticated: ratelimit::PerIp,
     scratch: Vec<u8>,
     stats: TurnStats,
 }
@@ -279,7 +290,11 @@ impl Server {
     ) -> Self {
         let nonces = NonceIssuer::new(nonce_secret, config.nonce_lifetime_secs);
         let total_bandwidth = ByteBucket::new(config.max_bytes_per_sec_total, now);
+        let rate = config.unauthenticated_per_sec_per_ip;
+        let unauthenticated =
+            ratelimit::PerIp::new(rate, rate.saturating_mul(2), config.limit_table_size);
         Server {
+            unauthenticated,
             config,
             credentials,
             nonces,
@@ -570,6 +585,13 @@ impl Server {
             integrity: Integrity::None,
             fingerprint,
         };
+        if request.integrity() == Integrity::None
+            && !self.unauthenticated.try_take(five.client.ip(), now)
+        {
+            self.stats.rate_limited += 1;
+            trace!(client = %five.client, "unauthenticated request over the rate; dropped");
+            return None;
+        }
         let unknown: Vec<AttributeType> = request.unknown_required(KNOWN).collect();
         if !unknown.is_empty() {
             self.error(request, ErrorCode::UNKNOWN_ATTRIBUTE, &plain, |w| {

@@ -70,6 +70,7 @@ impl Sim {
         self.input(Input::Connected {
             conn: ConnId(conn),
             now,
+            source: None,
         });
     }
 
