@@ -28,6 +28,8 @@ impl Proc {
             .env_remove("SWITCHBOARD_SERVER")
             .env_remove("SWITCHBOARD_CONFIG")
             .env_remove("SWITCHBOARD_SERVER_CERT_SHA256")
+            // A test server keeps its database in memory, never in the home directory.
+            .env("SWITCHBOARD_DATA_DIR", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
