@@ -107,6 +107,7 @@ whip_per_sec_per_ip = 100
 listen = "127.0.0.1:0"
 EOF
 "${run[@]}" "$SWITCHBOARD_BIN" --log info --log-format json serve --config "$tmp/soak.toml" \
+  --data-dir "$tmp/data" \
   >"$tmp/server.out" 2>"$tmp/server.log" &
 server=$!
 pids+=("$server")
