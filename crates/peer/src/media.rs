@@ -1,17 +1,26 @@
-//! Media sessions for WHIP (publish) and WHEP (play): one str0m peer connection over one UDP
-//! socket, offering to a server that answers as ICE-lite with its candidates in the answer.
+//! Media sessions for WHIP (publish), WHEP (play) and SFU room members: one str0m peer
+//! connection over one UDP socket, offering to a server that answers as ICE-lite with its
+//! candidates in the answer.
+//!
+//! A room member ([`Role::Member`]) speaks the SFU's side of `docs/sfu.md`: its offer carries a
+//! data channel labelled `sfu` next to its send-only tracks, and the session itself answers
+//! every `offer` the server sends over that channel, so the member receives everyone else's
+//! tracks without the caller taking part in the renegotiation.
 //!
 //! A [`MediaSession`] is cheap enough to run hundreds in one process (`switchboard loadtest`):
 //! no task of its own, no channel hop; the caller drives it with [`MediaSession::next_event`],
 //! which also wakes it when its next frame is due. Every call into str0m goes through
 //! [`guarded`], so a panic in the engine ends that session, not the process.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use serde::Deserialize;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelData, ChannelId};
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
@@ -27,6 +36,10 @@ const RECV_BUFFER: usize = 2048;
 const RECV_BATCH: usize = 16;
 /// Kernel socket buffers: a key frame is a burst of packets.
 const SOCKET_BUFFER: usize = 1024 * 1024;
+/// The label of the SFU's control channel (`docs/sfu.md`).
+const CONTROL_LABEL: &str = "sfu";
+/// Largest control message read from the server; an offer for a room of 100 is far below.
+const MAX_CONTROL_BYTES: usize = 1024 * 1024;
 
 /// The video codecs a publisher can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +62,16 @@ pub enum Role {
     },
     /// WHEP: receive one audio and one video track (Opus; VP8 or H.264).
     Play,
+    /// A member of an SFU room (`docs/sfu.md`): sends its tracks like a publisher, with a data
+    /// channel labelled `sfu`, and receives every other member's tracks (Opus; VP8 or H.264)
+    /// as the server offers them over that channel. The offer goes to the server in a
+    /// signaling `sfu` message, not to a WHIP endpoint.
+    Member {
+        /// Send Opus audio.
+        audio: bool,
+        /// Send video in this codec.
+        video: Option<VideoCodec>,
+    },
 }
 
 /// A whole frame (or audio packet) that arrived.
@@ -68,6 +91,9 @@ pub struct ReceivedFrame {
     pub contiguous: bool,
     /// RTP packets it came in.
     pub packets: u64,
+    /// Whose media it is, as the SFU named the track's publisher (its signaling peer id, or
+    /// `whip-…`): room members only.
+    pub from: Option<String>,
 }
 
 /// Counters of one direction of one track, from the engine's periodic statistics.
@@ -112,7 +138,46 @@ struct Track {
     pt: Option<Pt>,
 }
 
-/// One WHIP or WHEP peer connection and its socket.
+/// One track the SFU sends a room member, from the `tracks` of its latest offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTrack {
+    /// The m-line that carries it.
+    pub mid: String,
+    /// Its publisher: a signaling peer id, or `whip-…` for a WHIP publisher.
+    pub peer: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// `audio`, `camera` or `screen`.
+    pub source: String,
+}
+
+/// What the SFU says on the control channel that a member acts on; the rest (chat, state,
+/// speaker) is ignored here.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ControlMessage {
+    /// The server renegotiates: answer it.
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        tracks: Vec<WireTrack>,
+    },
+    /// Anything else: answers (we make no offer after the first), chat, state, speaker.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireTrack {
+    mid: String,
+    peer: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    source: String,
+}
+
+/// One WHIP, WHEP or SFU room member peer connection and its socket.
 pub struct MediaSession {
     rtc: Rtc,
     socket: UdpSocket,
@@ -123,6 +188,12 @@ pub struct MediaSession {
     video_codec: Option<VideoCodec>,
     connected: bool,
     closed: Option<String>,
+    /// Members: the `sfu` control channel, once open.
+    control: Option<ChannelId>,
+    /// Members: whose media each received m-line carries.
+    remote: HashMap<Mid, RemoteTrack>,
+    /// Members: server offers answered.
+    offers_answered: u64,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -167,7 +238,7 @@ impl MediaSession {
             .clear_codecs()
             .set_stats_interval(Some(Duration::from_secs(1)));
         let video_codec = match role {
-            Role::Publish { audio, video } => {
+            Role::Publish { audio, video } | Role::Member { audio, video } => {
                 if audio {
                     config = config.enable_opus(true, false);
                 }
@@ -178,6 +249,14 @@ impl MediaSession {
                 }
                 if !audio && video.is_none() {
                     bail!("nothing to publish");
+                }
+                if matches!(role, Role::Member { .. }) {
+                    // Receive whatever the others send.
+                    config = config
+                        .clear_codecs()
+                        .enable_opus(true, false)
+                        .enable_vp8(true)
+                        .enable_h264(true);
                 }
                 video
             }
@@ -197,7 +276,7 @@ impl MediaSession {
         rtc.add_local_candidate(candidate);
         let mut kinds = Vec::new();
         let direction = match role {
-            Role::Publish { audio, video } => {
+            Role::Publish { audio, video } | Role::Member { audio, video } => {
                 if audio {
                     kinds.push(MediaKind::Audio);
                 }
@@ -221,6 +300,9 @@ impl MediaSession {
                     pt: None,
                 })
                 .collect();
+            if matches!(role, Role::Member { .. }) {
+                api.add_channel(CONTROL_LABEL.into());
+            }
             Ok(api.apply().map(|(offer, pending)| (offer, pending, tracks)))
         })?
         .ok_or_else(|| anyhow!("nothing to offer"))?;
@@ -234,6 +316,9 @@ impl MediaSession {
             video_codec,
             connected: false,
             closed: None,
+            control: None,
+            remote: HashMap::new(),
+            offers_answered: 0,
         };
         Ok((session, offer.to_sdp_string()))
     }
@@ -259,6 +344,16 @@ impl MediaSession {
     /// Whether ICE and DTLS are up.
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// Members: the tracks the SFU sends us, as its latest offer listed them.
+    pub fn remote_tracks(&self) -> impl Iterator<Item = &RemoteTrack> {
+        self.remote.values()
+    }
+
+    /// Members: how many offers from the SFU this session has answered.
+    pub fn offers_answered(&self) -> u64 {
+        self.offers_answered
     }
 
     /// Sends one frame on the track of `kind`. `rtp_time` is in the codec's clock (48 kHz
@@ -435,6 +530,50 @@ impl MediaSession {
         }
     }
 
+    /// A message from the SFU on the control channel: answers its offers (`docs/sfu.md`).
+    fn control_message(&mut self, data: &ChannelData) -> Result<()> {
+        if data.data.len() > MAX_CONTROL_BYTES {
+            bail!("a {} byte message is too large", data.data.len());
+        }
+        let message: ControlMessage = match serde_json::from_slice(&data.data) {
+            Ok(message) => message,
+            Err(err) => {
+                debug!(%err, "ignoring a control message");
+                return Ok(());
+            }
+        };
+        let ControlMessage::Offer { sdp, tracks } = message else {
+            return Ok(());
+        };
+        let offer = SdpOffer::from_sdp_string(&sdp).context("the SFU's offer is not valid SDP")?;
+        let answer = guarded(|| self.rtc.sdp_api().accept_offer(offer))?;
+        let reply = serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()});
+        let Some(id) = self.control else {
+            bail!("the control channel is gone");
+        };
+        let written = guarded(|| match self.rtc.channel(id) {
+            Some(mut channel) => channel.write(false, reply.to_string().as_bytes()),
+            None => Ok(false),
+        })?;
+        if !written {
+            bail!("the answer did not fit in the control channel's buffer");
+        }
+        self.offers_answered += 1;
+        self.remote = tracks
+            .into_iter()
+            .map(|t| {
+                let track = RemoteTrack {
+                    mid: t.mid,
+                    peer: t.peer,
+                    kind: t.kind,
+                    source: t.source,
+                };
+                (Mid::from(track.mid.as_str()), track)
+            })
+            .collect();
+        Ok(())
+    }
+
     fn kind_of(&self, mid: Mid) -> Option<MediaKind> {
         self.tracks.iter().find(|t| t.mid == mid).map(|t| t.kind)
     }
@@ -449,8 +588,25 @@ impl MediaSession {
                 self.closed = Some("lost the connection to the server".into());
                 None
             }
+            Event::ChannelOpen(id, label) if label == CONTROL_LABEL => {
+                self.control = Some(id);
+                None
+            }
+            Event::ChannelData(data) if Some(data.id) == self.control => {
+                if let Err(err) = self.control_message(&data) {
+                    self.closed = Some(format!("SFU control channel: {err:#}"));
+                }
+                None
+            }
             Event::MediaData(data) => Some(MediaEvent::Frame(ReceivedFrame {
-                kind: self.kind_of(data.mid).unwrap_or(MediaKind::Video),
+                kind: self.kind_of(data.mid).unwrap_or({
+                    if data.params.spec().codec.is_audio() {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    }
+                }),
+                from: self.remote.get(&data.mid).map(|t| t.peer.clone()),
                 codec: data.params.spec().codec,
                 data: data.data.to_vec(),
                 rtp_time: data.time.numer(),

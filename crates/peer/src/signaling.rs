@@ -120,6 +120,8 @@ pub enum SignalEvent {
         /// The relayed message (`description`, `candidate` or `app`).
         message: Value,
     },
+    /// The SFU's reply to our `sfu` offer (`docs/sfu.md`): its answer SDP, or why there is none.
+    Sfu(Result<String, String>),
     /// The server reported an error.
     Error {
         /// The error code, e.g. `unknown_peer`.
@@ -236,6 +238,13 @@ impl Signaling {
         let _ = self.outgoing.send(message.to_string());
     }
 
+    /// Sends an offer to the server's SFU (`docs/sfu.md`); the reply arrives as
+    /// [`SignalEvent::Sfu`].
+    pub fn sfu_offer(&self, sdp: &str) {
+        let message = json!({"type": "sfu", "description": {"type": "offer", "sdp": sdp}});
+        let _ = self.outgoing.send(message.to_string());
+    }
+
     /// Sends an application payload to peer `to`.
     pub fn app(&self, to: &str, app: Value) {
         self.signal(to, json!({ "app": app }));
@@ -336,6 +345,18 @@ fn parse_event(text: &str) -> Option<SignalEvent> {
             from: value["from"].as_str()?.to_owned(),
             message: value,
         }),
+        "sfu" => Some(SignalEvent::Sfu(
+            match (
+                value["description"]["type"].as_str(),
+                value["description"]["sdp"].as_str(),
+            ) {
+                (Some("answer"), Some(sdp)) => Ok(sdp.to_owned()),
+                _ => Err(value["error"]
+                    .as_str()
+                    .unwrap_or("the SFU sent neither an answer nor an error")
+                    .to_owned()),
+            },
+        )),
         "error" => Some(SignalEvent::Error {
             code: value["code"].as_str().unwrap_or_default().to_owned(),
             message: value["message"].as_str().unwrap_or_default().to_owned(),
@@ -360,6 +381,22 @@ mod tests {
         );
         assert_eq!(websocket_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert!(websocket_url("example.org").is_err());
+    }
+
+    #[test]
+    fn sfu_replies_are_answers_or_errors() {
+        assert_eq!(
+            parse_event(r#"{"type":"sfu","description":{"type":"answer","sdp":"v=0"}}"#),
+            Some(SignalEvent::Sfu(Ok("v=0".into())))
+        );
+        assert_eq!(
+            parse_event(r#"{"type":"sfu","error":"room full"}"#),
+            Some(SignalEvent::Sfu(Err("room full".into())))
+        );
+        assert!(matches!(
+            parse_event(r#"{"type":"sfu","description":{"type":"offer","sdp":"v=0"}}"#),
+            Some(SignalEvent::Sfu(Err(_)))
+        ));
     }
 
     #[tokio::test]
