@@ -1,6 +1,7 @@
 //! `switchboard stream` and `switchboard loadtest` against a real `switchboard serve`: files
-//! published through WHIP reach a WHEP viewer through the SFU byte for byte, and a load test
-//! through the SFU reports its subscribers connected and receiving.
+//! published through WHIP reach a WHEP viewer through the SFU byte for byte, a load test
+//! through the SFU reports its subscribers connected and receiving, and a meeting of native
+//! room members has each member receive everyone else's audio and video, never its own.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -228,6 +229,71 @@ async fn loadtest_through_the_sfu() {
     );
     assert!(
         summary["received"]["audio_packets"].as_u64().unwrap() >= 4 * 50,
+        "{summary:#}"
+    );
+    assert!(
+        summary["latency"]["all"]["p50_ms"].as_f64().unwrap() < 2000.0,
+        "{summary:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_meeting_through_the_sfu() {
+    let (_server, url) = serve();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "loadtest",
+                "--room",
+                "meet",
+                "--server",
+                &url,
+                "--members",
+                "3",
+                "--duration",
+                "4s",
+                "--video-bitrate",
+                "200k",
+                "--json",
+            ])
+            .env("SWITCHBOARD_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let members = &summary["members"];
+    // --members alone: no WHIP publishers or WHEP subscribers.
+    assert_eq!(summary["publishers"]["requested"], 0, "{summary:#}");
+    assert_eq!(summary["subscribers"]["requested"], 0, "{summary:#}");
+    assert_eq!(members["requested"], 3, "{summary:#}");
+    assert_eq!(members["connected"], 3, "{summary:#}");
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary:#}");
+    // Every member heard exactly the two others, audio and video, and never itself.
+    for kind in ["audio_from", "video_from"] {
+        assert_eq!(members[kind]["min"], 2, "{kind}: {summary:#}");
+        assert_eq!(members[kind]["max"], 2, "{kind}: {summary:#}");
+    }
+    assert_eq!(members["streams_expected"], 3 * 2 * 2, "{summary:#}");
+    assert_eq!(members["streams_received"], 3 * 2 * 2, "{summary:#}");
+    assert_eq!(members["own_frames"], 0, "{summary:#}");
+    assert_eq!(summary["received"]["foreign_frames"], 0, "{summary:#}");
+    // Renegotiated over the data channel: each member answered at least one server offer.
+    assert!(
+        members["offers_answered"].as_u64().unwrap() >= 3,
+        "{summary:#}"
+    );
+    // Media flowed for most of the run: in 4 s each of the 6 (receiver, sender) pairs carries
+    // 50 audio packets and 30 video frames a second.
+    assert!(
+        members["received"]["audio_packets"].as_u64().unwrap() >= 6 * 50,
+        "{summary:#}"
+    );
+    assert!(
+        members["received"]["video_frames"].as_u64().unwrap() >= 6 * 30,
         "{summary:#}"
     );
     assert!(
