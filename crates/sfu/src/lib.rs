@@ -23,13 +23,15 @@ mod speaker;
 pub mod trickle;
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol as NetProtocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
 use tracing::{debug, warn};
@@ -43,6 +45,9 @@ use speaker::SpeakerDetector;
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 /// How often the active speaker is re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// Timeouts already due that one poll of a participant serves itself, at most (the engine asks
+/// for one after every media write, to packetize it).
+const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 /// How often a subscriber's simulcast layer is re-chosen.
 const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -338,6 +343,9 @@ struct OutTrack {
     layer: LayerState,
     view: Option<(u32, u32)>,
     next_choice: Option<Instant>,
+    /// The payload type we send for the publisher's last one: (track, theirs, ours). Matching
+    /// codec parameters costs more than the rest of a write, and they rarely change.
+    pt_map: Option<(TrackId, Pt, Pt)>,
 }
 
 impl OutTrack {
@@ -350,6 +358,7 @@ impl OutTrack {
             layer: LayerState::default(),
             view: None,
             next_choice: None,
+            pt_map: None,
         }
     }
 
@@ -362,6 +371,7 @@ impl OutTrack {
             layer: LayerState::default(),
             view: None,
             next_choice: None,
+            pt_map: None,
         }
     }
 }
@@ -377,7 +387,7 @@ struct Participant {
     control: Option<ChannelId>,
     pending: Option<SdpPendingOffer>,
     outs: Vec<OutTrack>,
-    published: HashMap<Mid, TrackId>,
+    published: FxHashMap<Mid, TrackId>,
     sources: HashMap<String, Source>,
     bandwidth: Option<u64>,
     media_state: Option<(bool, bool)>,
@@ -412,10 +422,12 @@ enum Effect {
 #[derive(Debug)]
 pub struct Sfu {
     config: SfuConfig,
-    participants: HashMap<ParticipantId, Participant>,
-    tracks: HashMap<TrackId, Published>,
+    // Looked up several times per forwarded packet: a fast hasher (the keys are ours, or
+    // addresses routed only after ICE accepted them).
+    participants: FxHashMap<ParticipantId, Participant>,
+    tracks: FxHashMap<TrackId, Published>,
     rooms: HashMap<String, Room>,
-    routes: HashMap<SocketAddr, ParticipantId>,
+    routes: FxHashMap<SocketAddr, ParticipantId>,
     next_participant: u64,
     next_track: u64,
     dirty: Vec<ParticipantId>,
@@ -430,10 +442,10 @@ impl Sfu {
     pub fn new(config: SfuConfig) -> Sfu {
         Sfu {
             config,
-            participants: HashMap::new(),
-            tracks: HashMap::new(),
+            participants: FxHashMap::default(),
+            tracks: FxHashMap::default(),
             rooms: HashMap::new(),
-            routes: HashMap::new(),
+            routes: FxHashMap::default(),
             next_participant: 1,
             next_track: 1,
             dirty: Vec::new(),
@@ -534,7 +546,7 @@ impl Sfu {
                 control: None,
                 pending: None,
                 outs: Vec::new(),
-                published: HashMap::new(),
+                published: FxHashMap::default(),
                 sources: HashMap::new(),
                 bandwidth: None,
                 media_state: None,
@@ -802,6 +814,10 @@ impl Sfu {
         };
         p.dirty = false;
         negotiate(p, &self.tracks);
+        // A media write is packetized on the engine's next timeout, which it asks for at once:
+        // serve those here, so the packets leave in this round (and this batch of datagrams)
+        // instead of the next wake-up.
+        let mut immediate_timeouts = 0;
         loop {
             let output = match catch_unwind(AssertUnwindSafe(|| p.rtc.poll_output())) {
                 Ok(Ok(output)) => output,
@@ -816,6 +832,21 @@ impl Sfu {
             };
             match output {
                 str0m::Output::Timeout(t) => {
+                    if t <= now && immediate_timeouts < MAX_IMMEDIATE_TIMEOUTS {
+                        immediate_timeouts += 1;
+                        match catch_unwind(AssertUnwindSafe(|| {
+                            p.rtc.handle_input(str0m::Input::Timeout(now))
+                        })) {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => {
+                                p.failed = Some(LeaveReason::EngineFailure(e.to_string()));
+                            }
+                            Err(_) => {
+                                p.failed =
+                                    Some(LeaveReason::EngineFailure("the engine panicked".into()));
+                            }
+                        }
+                    }
                     p.next_timeout = Some(t.max(now));
                     break;
                 }
@@ -1137,8 +1168,15 @@ impl Sfu {
                 let Some(writer) = sub.rtc.writer(mid) else {
                     continue;
                 };
-                let Some(pt) = writer.match_params(data.params) else {
-                    continue;
+                let pt = match out.pt_map {
+                    Some((t, theirs, ours)) if t == track && theirs == data.pt => ours,
+                    _ => {
+                        let Some(ours) = writer.match_params(data.params) else {
+                            continue;
+                        };
+                        out.pt_map = Some((track, data.pt, ours));
+                        ours
+                    }
                 };
                 let mut writer = writer;
                 if let Some(level) = data.ext_vals.audio_level {
@@ -1521,7 +1559,7 @@ impl Sfu {
 
 /// Adds and stops m-lines for a member's changed subscriptions and sends the offer on its
 /// control channel. One negotiation at a time.
-fn negotiate(p: &mut Participant, tracks: &HashMap<TrackId, Published>) {
+fn negotiate(p: &mut Participant, tracks: &FxHashMap<TrackId, Published>) {
     if p.role != Role::Member || p.pending.is_some() {
         return;
     }
