@@ -51,7 +51,15 @@ impl Client {
         }
     }
 
-    fn join(&mut self, sfu: &mut Sfu, now: Instant, label: &str, role: Role, kind: MediaKind) {
+    /// Joins through the SFU; returns the time `Sfu::join` took.
+    fn join(
+        &mut self,
+        sfu: &mut Sfu,
+        now: Instant,
+        label: &str,
+        role: Role,
+        kind: MediaKind,
+    ) -> Duration {
         let direction = if role == Role::Publisher {
             Direction::SendOnly
         } else {
@@ -60,6 +68,7 @@ impl Client {
         let mut change = self.rtc.sdp_api();
         let mid = change.add_media(kind, direction, None, None, None);
         let (offer, pending) = change.apply().unwrap();
+        let start = Instant::now();
         let joined = sfu
             .join(
                 now,
@@ -71,9 +80,11 @@ impl Client {
                 },
             )
             .unwrap();
+        let took = start.elapsed();
         let answer = SdpAnswer::from_sdp_string(&joined.answer).unwrap();
         self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
         self.mid = Some(mid);
+        took
     }
 
     fn poll(&mut self, net: &mut VecDeque<Packet>) -> Instant {
@@ -209,11 +220,11 @@ fn main() {
     let address =
         |i: usize| SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 2], 5000));
     let mut publisher = Client::new(address(0), now);
-    publisher.join(&mut w.sfu, now, "whip-1", Role::Publisher, kind);
+    let mut joining = publisher.join(&mut w.sfu, now, "whip-1", Role::Publisher, kind);
     w.clients.push(publisher);
     for i in 1..=viewers {
         let mut viewer = Client::new(address(i), now);
-        viewer.join(&mut w.sfu, now, &format!("whep-{i}"), Role::Viewer, kind);
+        joining += viewer.join(&mut w.sfu, now, &format!("whep-{i}"), Role::Viewer, kind);
         w.clients.push(viewer);
     }
     // Connect everyone before counting.
@@ -283,6 +294,10 @@ fn main() {
     let out = after.datagrams_out - before.datagrams_out;
     let inn = after.datagrams_in - before.datagrams_in;
     let received: u64 = w.clients[1..].iter().map(|c| c.received).sum();
+    println!(
+        "joins: {:.2} ms each in Sfu::join (answer and connection set-up)",
+        joining.as_secs_f64() * 1e3 / (viewers + 1) as f64
+    );
     println!(
         "{viewers} viewers, {seconds} s of {kind:?}: {n} written, {received} received by viewers, \
          datagrams in {inn} out {out}; time in the SFU {:.1} ms = {:.2} µs per datagram out",

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol as NetProtocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
@@ -435,6 +436,10 @@ pub struct Sfu {
     events: VecDeque<SfuEvent>,
     next_speaker_check: Option<Instant>,
     stats: SfuStats,
+    /// The DTLS certificate every participant's connection presents: made once, because making
+    /// one (a key pair from the FIPS random generator) takes milliseconds of this thread, which
+    /// forwards everyone's media. Each handshake still agrees on fresh ephemeral keys.
+    dtls_cert: Option<DtlsCert>,
 }
 
 impl Sfu {
@@ -453,7 +458,19 @@ impl Sfu {
             events: VecDeque::new(),
             next_speaker_check: None,
             stats: SfuStats::default(),
+            dtls_cert: None,
         }
+    }
+
+    /// The shared DTLS certificate, made on first use; `None` (each connection makes its own)
+    /// if the crypto provider cannot make one.
+    fn dtls_cert(&mut self) -> Option<DtlsCert> {
+        if self.dtls_cert.is_none() {
+            self.dtls_cert = str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate();
+        }
+        self.dtls_cert.clone()
     }
 
     /// Counters and current sizes.
@@ -506,6 +523,9 @@ impl Sfu {
             builder = builder.enable_bwe(Some(str0m::bwe::Bitrate::bps(
                 self.config.initial_bandwidth,
             )));
+        }
+        if let Some(cert) = self.dtls_cert() {
+            builder = builder.set_dtls_cert(cert);
         }
         let mut rtc = builder.build(now);
         for addr in &self.config.candidates {
