@@ -12,20 +12,33 @@
 #                   Viewers per core at 80 % CPU = viewers × 0.8 ÷ CPU fraction.
 #                   Anchor: LiveKit's published livestream figure, about 204 viewers per vCPU
 #                   (same page; 720p simulcast publisher).
+#   meeting:        MEETING_MEMBERS room members (`loadtest --members`: each joins over signaling
+#                   and speaks the browser's SFU protocol), each sending VP8-shaped video at
+#                   MEETING_BITRATE + audio and receiving every other member's: an M×M meeting,
+#                   M×(M−1) audio and M×(M−1) video streams out of the server. Reports packets
+#                   out per second per fully used core, and fails unless every member received
+#                   audio and video from every other member.
+#                   No anchor, no ratio: LiveKit publishes no per-vCPU figure for M×M meetings,
+#                   and its audio fan-out figure is not comparable (one publisher and small audio
+#                   packets there; M publishers to decrypt and mostly video packets here, whose
+#                   cost per packet differs), so dividing by it would mean nothing.
+#                   MEETING_BITRATE 300k keeps the load generator's core far from full (10
+#                   members took about a quarter of it). Members send no simulcast, so each
+#                   receives M−1 whole videos. Seen at 300k: video p99 5 ms with 4 members, 34 ms
+#                   with 6, about 0.5 s with 10, audio p99 under 10 ms throughout; likely the
+#                   SFU pacing video to its bandwidth estimate for a member, which starts at
+#                   1.5 Mbit/s (4 members receive 1.0 Mbit/s each, 10 members 3.1).
 #
-# Not measured here: M×M meetings. The load generator's subscribers are WHEP viewers, which
-# receive one audio and one video each; browsers in a room receive everyone (tests/e2e/sfu.test.mjs
-# runs four), but a native room member does not exist yet.
-#
-# Latency is what the load generator measures from a publisher's write to a subscriber's first
-# packet of that frame, through the server and both client stacks (all in one process, so the
+# Latency is what the load generator measures from a publisher's (or member's) write to a
+# subscriber's (or other member's) first packet of that frame, through the server and both client stacks (all in one process, so the
 # clocks agree): an upper bound of what the server adds. The ratio columns divide our figure by
 # the anchor's (above 1 means more per core than LiveKit's published figure). LiveKit and Janus
 # are not run here: LiveKit is not packaged for Debian 12, and Janus from Debian has no WHIP/WHEP
 # endpoint our load generator speaks; the anchors are the published per-vCPU figures.
 #
 # Env: RUNS (3; medians), DURATION (20s), AUDIO_SUBS (100), VIDEO_SUBS (100),
-# VIDEO_BITRATE (1M), SERVER_CPU (0), CLIENT_CPU (1),
+# VIDEO_BITRATE (1M), MEETING_MEMBERS (10), MEETING_BITRATE (300k), SCENARIOS ("audio video
+# meeting": which to run), SERVER_CPU (0), CLIENT_CPU (1),
 # SWITCHBOARD_BIN (default: cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +48,9 @@ DURATION=${DURATION:-20s}
 AUDIO_SUBS=${AUDIO_SUBS:-100}
 VIDEO_SUBS=${VIDEO_SUBS:-100}
 VIDEO_BITRATE=${VIDEO_BITRATE:-1M}
+MEETING_MEMBERS=${MEETING_MEMBERS:-10}
+MEETING_BITRATE=${MEETING_BITRATE:-300k}
+SCENARIOS=${SCENARIOS:-audio video meeting}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 LIVEKIT_AUDIO_PPS_PER_VCPU=75000
@@ -56,9 +72,11 @@ cleanup() {
 trap cleanup EXIT
 
 start_server() {
-  # Rooms larger than the default limit of 100 participants; the load generator opens all its
-  # WHIP/WHEP sessions from one address, so the per-address offer limit is off.
-  printf '[sfu]\nmax_per_room = 5000\nmax_participants = 10000\n' >"$work/switchboard.toml"
+  # Rooms larger than the default limit of 100 participants (SFU) and 50 peers (signaling); the
+  # load generator opens all its WHIP/WHEP sessions and signaling connections from one address,
+  # so the per-address limits are raised and the WHIP/WHEP offer limit is off.
+  printf '[sfu]\nmax_per_room = 5000\nmax_participants = 10000\n[signaling]\nmax_peers_per_room = 5000\n[limits]\nconnections_per_ip = 10000\njoins_per_sec_per_ip = 1000\n' \
+    >"$work/switchboard.toml"
   taskset -c "$SERVER_CPU" "$SWITCHBOARD_BIN" serve --config "$work/switchboard.toml" \
     --http 127.0.0.1:0 --turn 127.0.0.1:0 --data-dir none \
     --media 127.0.0.1:0 --whip-per-sec-per-ip 0 --log warn >"$work/server.out" 2>"$work/server.err" &
@@ -75,7 +93,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 datagrams_out() { curl -s "$url/healthz" | awk '$1 == "sfu_datagrams_out" {print $2}'; }
 
 # run_load NAME ARGS...: one loadtest against a fresh room; prints "cpu_fraction pkts_out_per_s
-# subs_connected p50 p99 errors" and keeps the JSON in $work/NAME.json.
+# connected p50 p99 missing_streams errors" (connected: subscribers + members; missing_streams:
+# member streams expected but not received) and keeps the JSON in $work/NAME.json.
 run_load() {
   local name=$1; shift
   local room="bench-$name-$RANDOM"
@@ -95,9 +114,11 @@ wall = float(t1) - float(t0)
 cpu = (int(c1) - int(c0)) / int(hz) / wall
 dur = j.get("duration_s") or wall
 pps = (int(d1) - int(d0)) / wall
-subs = j.get("subscribers", {}).get("connected", 0)
+members = j.get("members", {})
+subs = j.get("subscribers", {}).get("connected", 0) + members.get("connected", 0)
+missing = members.get("streams_expected", 0) - members.get("streams_received", 0)
 lat = j.get("latency", {}).get("all", {})
-print(f"{cpu:.4f} {pps:.0f} {subs} {lat.get('p50_ms') or 0:.2f} {lat.get('p99_ms') or 0:.2f} {j.get('errors', 'n/a')}")
+print(f"{cpu:.4f} {pps:.0f} {subs} {lat.get('p50_ms') or 0:.2f} {lat.get('p99_ms') or 0:.2f} {missing} {j.get('errors', 'n/a')}")
 EOF
 }
 
@@ -105,20 +126,25 @@ median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]
 
 start_server
 echo "server: $url (CPU $SERVER_CPU), load generator on CPU $CLIENT_CPU, $RUNS runs of $DURATION each"
-printf '\n%-12s %4s %8s %12s %6s %8s %8s %s\n' scenario run cpu pkts_out/s subs p50_ms p99_ms errors
+printf '\n%-12s %4s %8s %12s %6s %8s %8s %s\n' scenario run cpu pkts_out/s peers p50_ms p99_ms errors
 
 declare -A results
 failed=0
 for run in $(seq "$RUNS"); do
-  for scenario in audio video; do
+  for scenario in $SCENARIOS; do
     case $scenario in
-      audio) line=$(run_load audio --publishers 1 --subscribers "$AUDIO_SUBS" --audio-only) ;;
-      video) line=$(run_load video --publishers 1 --subscribers "$VIDEO_SUBS" --video-bitrate "$VIDEO_BITRATE") ;;
+      audio) want=$AUDIO_SUBS; line=$(run_load audio --publishers 1 --subscribers "$AUDIO_SUBS" --audio-only) ;;
+      video) want=$VIDEO_SUBS; line=$(run_load video --publishers 1 --subscribers "$VIDEO_SUBS" --video-bitrate "$VIDEO_BITRATE") ;;
+      meeting) want=$MEETING_MEMBERS; line=$(run_load meeting --members "$MEETING_MEMBERS" --video-bitrate "$MEETING_BITRATE") ;;
+      *) echo "unknown scenario $scenario (audio, video, meeting)" >&2; exit 2 ;;
     esac
-    read -r cpu pps subs p50 p99 errors <<<"$line"
-    want=$AUDIO_SUBS; [[ $scenario == video ]] && want=$VIDEO_SUBS
+    read -r cpu pps subs p50 p99 missing errors <<<"$line"
     if (( subs < want )); then
-      echo "$scenario run $run: only $subs of $want subscribers connected; errors: $errors" >&2
+      echo "$scenario run $run: only $subs of $want subscribers/members connected; errors: $errors" >&2
+      failed=1
+    fi
+    if (( missing > 0 )); then
+      echo "$scenario run $run: $missing member streams (sender, kind) never arrived; errors: $errors" >&2
       failed=1
     fi
     printf '%-12s %4s %8s %12s %6s %8s %8s %s\n' "$scenario" "$run" "$cpu" "$pps" "$subs" "$p50" "$p99" "$errors"
@@ -129,20 +155,28 @@ done
 
 echo
 echo "== medians over $RUNS runs =="
-for scenario in audio video; do
+for scenario in $SCENARIOS; do
   cpu=$(median ${results[$scenario.cpu]}); pps=$(median ${results[$scenario.pps]})
   subs=$(median ${results[$scenario.subs]}); p50=$(median ${results[$scenario.p50]}); p99=$(median ${results[$scenario.p99]})
-  echo "$scenario: server CPU $cpu of a core, $pps packets out/s, $subs subscribers connected, latency p50 $p50 ms p99 $p99 ms"
+  who=subscribers; [[ $scenario == meeting ]] && who=members
+  echo "$scenario: server CPU $cpu of a core, $pps packets out/s, $subs $who connected, latency p50 $p50 ms p99 $p99 ms"
   results[$scenario.m_cpu]=$cpu; results[$scenario.m_pps]=$pps; results[$scenario.m_subs]=$subs
 done
-python3 - "${results[audio.m_cpu]}" "${results[audio.m_pps]}" "${results[video.m_cpu]}" "${results[video.m_subs]}" \
-  "$LIVEKIT_AUDIO_PPS_PER_VCPU" "$LIVEKIT_VIEWERS_PER_VCPU" <<'EOF'
+python3 - "${results[audio.m_cpu]:-0}" "${results[audio.m_pps]:-0}" "${results[video.m_cpu]:-0}" \
+  "${results[video.m_subs]:-0}" "${results[meeting.m_cpu]:-0}" "${results[meeting.m_pps]:-0}" \
+  "$MEETING_MEMBERS" "$LIVEKIT_AUDIO_PPS_PER_VCPU" "$LIVEKIT_VIEWERS_PER_VCPU" "$SCENARIOS" <<'EOF'
 import sys
-a_cpu, a_pps, v_cpu, v_subs, lk_pps, lk_viewers = map(float, sys.argv[1:])
-pps_core = a_pps / a_cpu if a_cpu > 0 else float('nan')
-viewers_core = v_subs * 0.8 / v_cpu if v_cpu > 0 else float('nan')
+a_cpu, a_pps, v_cpu, v_subs, m_cpu, m_pps, members, lk_pps, lk_viewers = map(float, sys.argv[1:10])
+scenarios = sys.argv[10].split()
 print()
-print(f"audio fan-out: {pps_core:,.0f} packets out/s per core  (LiveKit published: {lk_pps:,.0f}/vCPU; ratio {pps_core / lk_pps:.2f})")
-print(f"livestream:    {viewers_core:,.0f} viewers per core at 80 % CPU  (LiveKit published: {lk_viewers:.0f}/vCPU; ratio {viewers_core / lk_viewers:.2f})")
+if "audio" in scenarios:
+    pps_core = a_pps / a_cpu if a_cpu > 0 else float('nan')
+    print(f"audio fan-out: {pps_core:,.0f} packets out/s per core  (LiveKit published: {lk_pps:,.0f}/vCPU; ratio {pps_core / lk_pps:.2f})")
+if "video" in scenarios:
+    viewers_core = v_subs * 0.8 / v_cpu if v_cpu > 0 else float('nan')
+    print(f"livestream:    {viewers_core:,.0f} viewers per core at 80 % CPU  (LiveKit published: {lk_viewers:.0f}/vCPU; ratio {viewers_core / lk_viewers:.2f})")
+if "meeting" in scenarios:
+    pps_core = m_pps / m_cpu if m_cpu > 0 else float('nan')
+    print(f"meeting:       {pps_core:,.0f} packets out/s per core, {members:.0f}×{members:.0f}  (no published anchor for meetings: no ratio)")
 EOF
-(( failed == 0 )) || { echo "some subscribers did not connect: the figures above undercount" >&2; exit 1; }
+(( failed == 0 )) || { echo "some subscribers or members did not connect or receive: the figures above undercount" >&2; exit 1; }
