@@ -60,7 +60,8 @@ enum Command {
     Recv(share::RecvArgs),
     /// Publish media files (IVF/VP8, H.264, Ogg/Opus) into a room through WHIP, in real time.
     Stream(stream::StreamArgs),
-    /// Load-test an SFU: native WHIP publishers and WHEP subscribers with synthetic media.
+    /// Load-test an SFU: native WHIP publishers, WHEP subscribers and meeting members with
+    /// synthetic media.
     Loadtest(loadtest::LoadtestArgs),
     /// Mint an access token for a room (when the server has an API key).
     Token(token_cmd::TokenArgs),
