@@ -407,8 +407,9 @@ impl EventLoop {
                     destination: self.addr,
                     contents,
                 });
-                self.drain();
             }
+            // Once per batch: a video frame's packets go out to each subscriber together.
+            self.drain();
         }
     }
 

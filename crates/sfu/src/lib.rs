@@ -19,6 +19,7 @@
 mod control;
 pub mod fuzz;
 mod layers;
+mod rtp;
 mod speaker;
 pub mod trickle;
 
@@ -32,8 +33,10 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::config::DtlsCert;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt, Rid};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol as NetProtocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
 use tracing::{debug, warn};
 
@@ -347,6 +350,8 @@ struct OutTrack {
     /// The payload type we send for the publisher's last one: (track, theirs, ours). Matching
     /// codec parameters costs more than the rest of a write, and they rarely change.
     pt_map: Option<(TrackId, Pt, Pt)>,
+    /// Sequence numbers and VP8 picture ids, continuous across layers and publishers.
+    rewriter: rtp::Rewriter,
 }
 
 impl OutTrack {
@@ -360,6 +365,7 @@ impl OutTrack {
             view: None,
             next_choice: None,
             pt_map: None,
+            rewriter: rtp::Rewriter::default(),
         }
     }
 
@@ -373,6 +379,7 @@ impl OutTrack {
             view: None,
             next_choice: None,
             pt_map: None,
+            rewriter: rtp::Rewriter::default(),
         }
     }
 }
@@ -385,6 +392,8 @@ struct Participant {
     rtc: Rtc,
     next_timeout: Option<Instant>,
     dirty: bool,
+    /// In [`Sfu::written`].
+    written: bool,
     control: Option<ChannelId>,
     pending: Option<SdpPendingOffer>,
     outs: Vec<OutTrack>,
@@ -410,7 +419,7 @@ struct Room {
 /// What polling one participant produced that concerns others.
 enum Effect {
     MediaAdded(Mid, MediaKind, Direction, Vec<String>),
-    Media(Box<MediaData>),
+    Rtp(Box<(Mid, Option<Rid>, RtpPacket)>),
     KeyframeRequest(Mid, KeyframeRequestKind),
     ChannelOpen(ChannelId),
     Control(Vec<u8>),
@@ -432,6 +441,12 @@ pub struct Sfu {
     next_participant: u64,
     next_track: u64,
     dirty: Vec<ParticipantId>,
+    /// Participants with packets written to them since they were last polled: polled when the
+    /// driver next asks for output, so a burst of incoming packets (a video frame) is sent to
+    /// each subscriber in one poll instead of one per packet.
+    written: Vec<ParticipantId>,
+    /// The time of the last input.
+    now: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     next_speaker_check: Option<Instant>,
@@ -454,6 +469,8 @@ impl Sfu {
             next_participant: 1,
             next_track: 1,
             dirty: Vec::new(),
+            written: Vec::new(),
+            now: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_speaker_check: None,
@@ -516,7 +533,9 @@ impl Sfu {
         if self.participants.len() >= self.config.max_participants {
             return Err(SfuError::ServerFull);
         }
-        let mut builder = Rtc::builder().set_ice_lite(true);
+        // RTP mode: packets are forwarded as they came (rewritten per subscriber), not
+        // reassembled into frames and packetized again for every subscriber.
+        let mut builder = Rtc::builder().set_ice_lite(true).set_rtp_mode(true);
         // Members need the estimate to pick simulcast layers; WHEP viewers get the largest
         // layer, and the estimator's pacing would only add per-packet cost and queueing delay.
         if request.role == Role::Member {
@@ -563,6 +582,7 @@ impl Sfu {
                 rtc,
                 next_timeout: None,
                 dirty: false,
+                written: false,
                 control: None,
                 pending: None,
                 outs: Vec::new(),
@@ -681,8 +701,13 @@ impl Sfu {
         Ok(())
     }
 
-    /// Feeds one input. Drain [`Sfu::poll_output`] until [`Output::Timeout`] afterwards.
+    /// Feeds one input. Drain [`Sfu::poll_output`] until [`Output::Timeout`] afterwards; a
+    /// batch of received datagrams may be fed first and drained once, which sends what they
+    /// carry to each subscriber in one go.
     pub fn handle_input(&mut self, input: Input<'_>) {
+        self.now = Some(match &input {
+            Input::Receive { now, .. } | Input::Timeout(now) => *now,
+        });
         match input {
             Input::Receive {
                 now,
@@ -717,6 +742,17 @@ impl Sfu {
 
     /// The next thing to do; see the crate documentation.
     pub fn poll_output(&mut self) -> Output {
+        if !self.written.is_empty()
+            && let Some(now) = self.now
+        {
+            for id in std::mem::take(&mut self.written) {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.written = false;
+                }
+                self.mark(id);
+            }
+            self.run(now);
+        }
         if let Some(t) = self.transmits.pop_front() {
             return Output::Transmit(t);
         }
@@ -799,6 +835,16 @@ impl Sfu {
             Err(_) => p.failed = Some(LeaveReason::EngineFailure("the engine panicked".into())),
         }
         self.mark(id);
+    }
+
+    /// Notes that packets were written to `id`, to be sent at the next [`Sfu::poll_output`].
+    fn mark_written(&mut self, id: ParticipantId) {
+        if let Some(p) = self.participants.get_mut(&id)
+            && !p.written
+        {
+            p.written = true;
+            self.written.push(id);
+        }
     }
 
     fn mark(&mut self, id: ParticipantId) {
@@ -900,7 +946,13 @@ impl Sfu {
                             rids,
                         ));
                     }
-                    Event::MediaData(data) => effects.push(Effect::Media(Box::new(data))),
+                    Event::RtpPacket(packet) => {
+                        let ssrc = packet.header.ssrc;
+                        if let Some(stream) = p.rtc.direct_api().stream_rx(&ssrc) {
+                            let (mid, rid) = (stream.mid(), stream.rid());
+                            effects.push(Effect::Rtp(Box::new((mid, rid, packet))));
+                        }
+                    }
                     Event::KeyframeRequest(req) => {
                         effects.push(Effect::KeyframeRequest(req.mid, req.kind));
                     }
@@ -939,7 +991,10 @@ impl Sfu {
             Effect::MediaAdded(mid, kind, direction, rids) => {
                 self.media_added(id, mid, kind, direction, rids, now);
             }
-            Effect::Media(data) => self.media(id, *data, now),
+            Effect::Rtp(packet) => {
+                let (mid, rid, packet) = *packet;
+                self.forward(id, mid, rid, packet, now);
+            }
             Effect::KeyframeRequest(mid, kind) => self.keyframe_wanted(id, mid, kind, now),
             Effect::ChannelOpen(cid) => self.control_open(id, cid),
             Effect::Control(bytes) => self.control(id, &bytes, now),
@@ -1087,59 +1142,80 @@ impl Sfu {
         self.mark(viewer);
     }
 
-    fn media(&mut self, from: ParticipantId, data: MediaData, now: Instant) {
+    /// Forwards one RTP packet from `from` (on its m-line `mid`, simulcast layer `rid`) to
+    /// everyone in the room whose m-lines carry that track and layer.
+    fn forward(
+        &mut self,
+        from: ParticipantId,
+        mid: Mid,
+        rid: Option<Rid>,
+        packet: RtpPacket,
+        now: Instant,
+    ) {
         let Some(p) = self.participants.get(&from) else {
             return;
         };
-        let Some(&track) = p.published.get(&data.mid) else {
+        let Some(&track) = p.published.get(&mid) else {
             return;
         };
         // A track the publisher withdrew (screen sharing stopped) stays withdrawn even if a few
         // packets were still on their way.
-        if !p.sources.is_empty() && !p.sources.contains_key(&data.mid.to_string()) {
+        if !p.sources.is_empty() && !p.sources.contains_key(&mid.to_string()) {
             return;
         }
+        let their_pt = packet.header.payload_type;
+        let Some(params) = p
+            .rtc
+            .codec_config()
+            .find(|params| params.pt() == their_pt)
+            .copied()
+        else {
+            return;
+        };
+        let codec = params.spec().codec;
         let room_name = p.room.clone();
         let label = p.label.clone();
         if !self.tracks.get(&track).is_some_and(|t| t.announced) {
             self.announce(track, now);
         }
-        let keyframe = is_keyframe(&data);
-        let keyframes_known = matches!(
-            data.codec_extra,
-            str0m::format::CodecExtra::Vp8(_) | str0m::format::CodecExtra::H264(_)
-        );
-        let rid: Option<String> = data.rid.map(|r| r.to_string());
+        let payload = &packet.payload;
+        let keyframe = rtp::starts_keyframe(codec, payload);
+        let keyframes_known = rtp::keyframes_known(codec);
+        let rid_name: Option<String> = rid.map(|r| r.to_string());
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
-        if let Some(rid) = &rid {
-            let size = if keyframe {
-                vp8_keyframe_size(&data)
+        if let Some(rid) = &rid_name {
+            let size = if keyframe && codec == Codec::Vp8 {
+                rtp::vp8_frame(payload).and_then(vp8_size)
             } else {
                 None
             };
-            published.layers.observe(rid, now, data.data.len(), size);
+            published.layers.observe(rid, now, payload.len(), size);
         }
         let simulcast = published.layers.is_simulcast();
         let kind = published.kind;
+        let ext = &packet.header.ext_vals;
         if kind == MediaKind::Audio
-            && let Some(level) = data.ext_vals.audio_level
+            && let Some(level) = ext.audio_level
             && let Some(room) = self.rooms.get_mut(&room_name)
         {
             room.speaker.observe(&label, level.unsigned_abs(), now);
         }
-        if !data.contiguous && kind == MediaKind::Video {
-            self.request_keyframe(track, rid.clone(), now);
-        }
+        let out_ext = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            ..ExtensionValues::default()
+        };
         let members: Vec<ParticipantId> = self
             .rooms
             .get(&room_name)
             .map(|r| r.members.iter().copied().filter(|m| *m != from).collect())
             .unwrap_or_default();
-        let time = data.time.numer();
-        let frequency = data.time.frequency();
-        let clock = u64::from(data.time.denom());
+        let time = packet.time.numer();
+        let clock = u64::from(packet.time.denom());
+        let source: rtp::SourceKey = (track.0, rid);
         let mut keyframes_wanted: Vec<String> = Vec::new();
         for member in members {
             let Some(sub) = self.participants.get_mut(&member) else {
@@ -1156,13 +1232,13 @@ impl Sfu {
             let prefers_high = sub.role == Role::Viewer;
             let mut wrote = false;
             for out in sub.outs.iter_mut() {
-                let OutState::Open(mid) = out.state else {
+                let OutState::Open(out_mid) = out.state else {
                     continue;
                 };
                 if out.track != Some(track) {
                     continue;
                 }
-                let layer = rid.as_deref().unwrap_or("");
+                let layer = rid_name.as_deref().unwrap_or("");
                 if simulcast {
                     if out.view == Some((0, 0)) {
                         continue;
@@ -1185,39 +1261,49 @@ impl Sfu {
                     Verdict::Forward(t) => t,
                     Verdict::Drop => continue,
                 };
-                let Some(writer) = sub.rtc.writer(mid) else {
-                    continue;
-                };
-                let pt = match out.pt_map {
-                    Some((t, theirs, ours)) if t == track && theirs == data.pt => ours,
+                let our_pt = match out.pt_map {
+                    Some((t, theirs, ours)) if t == track && theirs == their_pt => ours,
                     _ => {
-                        let Some(ours) = writer.match_params(data.params) else {
+                        let Some(ours) = sub.rtc.codec_config().match_params(params) else {
                             continue;
                         };
-                        out.pt_map = Some((track, data.pt, ours));
+                        let ours = ours.pt();
+                        out.pt_map = Some((track, their_pt, ours));
                         ours
                     }
                 };
-                let mut writer = writer;
-                if let Some(level) = data.ext_vals.audio_level {
-                    writer =
-                        writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
+                let Some(seq) = out.rewriter.sequence(source, *packet.seq_no) else {
+                    continue;
+                };
+                let patch = if codec == Codec::Vp8 {
+                    out.rewriter.vp8_patch(payload)
+                } else {
+                    None
+                };
+                let mut api = sub.rtc.direct_api();
+                let Some(stream) = api.stream_tx_by_mid(out_mid, None) else {
+                    continue;
+                };
+                // RTP time is the low 32 bits of the rebased timeline.
+                let mut write = RtpWrite::new(
+                    our_pt,
+                    seq.into(),
+                    out_time as u32,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(out_ext.clone())
+                .nackable(kind == MediaKind::Video);
+                if let Some(patch) = patch {
+                    write = write.vp8_patch(patch);
                 }
-                match writer.write(
-                    pt,
-                    data.network_time,
-                    MediaTime::new(out_time, frequency),
-                    data.data.clone(),
-                ) {
-                    Ok(()) => {
-                        self.stats.media_forwarded += 1;
-                        wrote = true;
-                    }
-                    Err(e) => debug!(label = %sub.label, "write failed: {e}"),
-                }
+                stream.write_rtp(write);
+                self.stats.media_forwarded += 1;
+                wrote = true;
             }
             if wrote {
-                self.mark(member);
+                self.mark_written(member);
             }
         }
         keyframes_wanted.sort();
@@ -1258,14 +1344,11 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&owner) else {
             return;
         };
+        let mut api = p.rtc.direct_api();
         for rid in rids {
-            let Some(mut writer) = p.rtc.writer(mid) else {
-                return;
-            };
-            if writer
-                .request_keyframe(rid, KeyframeRequestKind::Pli)
-                .is_ok()
-            {
+            // A layer that has not sent anything yet has no stream to ask.
+            if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
+                stream.request_keyframe(KeyframeRequestKind::Pli);
                 self.stats.keyframe_requests += 1;
             }
         }
@@ -1656,23 +1739,6 @@ fn negotiate(p: &mut Participant, tracks: &FxHashMap<TrackId, Published>) {
     {
         debug!(label = %p.label, "offer write failed: {e}");
     }
-}
-
-fn is_keyframe(data: &MediaData) -> bool {
-    use str0m::format::CodecExtra;
-    match &data.codec_extra {
-        CodecExtra::Vp8(e) => e.is_keyframe,
-        CodecExtra::H264(e) => e.is_keyframe,
-        _ => false,
-    }
-}
-
-/// Width and height of a VP8 keyframe (RFC 6386 §9.1), when `data` is one.
-fn vp8_keyframe_size(data: &MediaData) -> Option<(u16, u16)> {
-    if !data.params.spec().codec.is_video() {
-        return None;
-    }
-    vp8_size(&data.data)
 }
 
 fn vp8_size(frame: &[u8]) -> Option<(u16, u16)> {
