@@ -29,6 +29,29 @@ pub(crate) struct Layer {
     pub(crate) bitrate: u64,
 }
 
+/// Bits per second of a stream, over windows of [`RATE_WINDOW`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RateMeter {
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    /// Over the last complete window.
+    pub(crate) bitrate: u64,
+}
+
+impl RateMeter {
+    /// Counts `bytes` sent or received at `now`.
+    pub(crate) fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bitrate = (self.window_bytes * 8 * 1000) / (elapsed.as_millis().max(1) as u64);
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
+        self.window_bytes += bytes as u64;
+    }
+}
+
 /// The layers of one published video, smallest first.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LayerTable {

@@ -42,7 +42,7 @@ use tracing::{debug, warn};
 
 pub use control::Source;
 use control::{ClientMessage, ServerMessage, TrackInfo};
-use layers::{LayerState, LayerTable, Verdict};
+use layers::{LayerState, LayerTable, RateMeter, Verdict};
 use speaker::SpeakerDetector;
 
 /// How often a publisher is asked for a keyframe of one layer, at most.
@@ -52,6 +52,9 @@ const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
 /// Timeouts already due that one poll of a participant serves itself, at most (the engine asks
 /// for one after every media write, to packetize it).
 const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
+/// Bytes a forwarded packet carries besides its payload, for rates on the wire: RTP header and
+/// extensions, the SRTP tag, UDP and IPv4.
+const PACKET_OVERHEAD: usize = 60;
 /// How often a subscriber's simulcast layer is re-chosen.
 const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -315,6 +318,27 @@ struct Published {
     /// Subscribers have been given it (after its first media).
     announced: bool,
     keyframe_asked: HashMap<Option<String>, Instant>,
+    /// The whole track's rate as it arrives (payload plus per-packet overhead).
+    rate: RateMeter,
+}
+
+impl Published {
+    /// What a subscriber showing this track at `view` needs to receive it: the simulcast layer
+    /// its size calls for, as if bandwidth were no limit, or the whole track.
+    fn wanted_bitrate(&self, now: Instant, view: Option<(u32, u32)>, prefers_high: bool) -> u64 {
+        if !self.layers.is_simulcast() {
+            return self.rate.bitrate;
+        }
+        match self.layers.choose(now, view, None, prefers_high) {
+            Some(rid) => self
+                .layers
+                .layers()
+                .iter()
+                .find(|l| l.rid == rid)
+                .map_or(0, |l| l.bitrate),
+            None => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,6 +424,8 @@ struct Participant {
     published: FxHashMap<Mid, TrackId>,
     sources: HashMap<String, Source>,
     bandwidth: Option<u64>,
+    /// The desired bitrate last given to its bandwidth estimator.
+    desired_bitrate: Option<u64>,
     media_state: Option<(bool, bool)>,
     failed: Option<LeaveReason>,
     /// False for a member whose access token lacks the publish grant: media it offers later
@@ -589,6 +615,7 @@ impl Sfu {
                 published: FxHashMap::default(),
                 sources: HashMap::new(),
                 bandwidth: None,
+                desired_bitrate: None,
                 media_state: None,
                 failed: None,
                 may_publish: true,
@@ -734,6 +761,7 @@ impl Sfu {
                 if self.next_speaker_check.is_none_or(|t| t <= now) {
                     self.next_speaker_check = Some(now + SPEAKER_INTERVAL);
                     self.evaluate_speakers(now);
+                    self.update_desired_bitrates(now);
                 }
                 self.run(now);
             }
@@ -1060,6 +1088,7 @@ impl Sfu {
                 layers: LayerTable::new(rids),
                 announced: false,
                 keyframe_asked: HashMap::new(),
+                rate: RateMeter::default(),
             },
         );
     }
@@ -1193,6 +1222,7 @@ impl Sfu {
             };
             published.layers.observe(rid, now, payload.len(), size);
         }
+        published.rate.add(now, payload.len() + PACKET_OVERHEAD);
         let simulcast = published.layers.is_simulcast();
         let kind = published.kind;
         let ext = &packet.header.ext_vals;
@@ -1642,6 +1672,44 @@ impl Sfu {
             label: p.label,
             reason,
         });
+    }
+
+    /// Tells each room member's bandwidth estimator what it would take to send it everything
+    /// it subscribes to at the best layer, so the estimator probes up to that quickly instead
+    /// of growing slowly from its starting value while the pacer holds video back (a publisher
+    /// without simulcast has no smaller layer to fall back on).
+    fn update_desired_bitrates(&mut self, now: Instant) {
+        let mut updates = Vec::new();
+        for (id, p) in &self.participants {
+            if p.role != Role::Member {
+                continue;
+            }
+            let wanted: u64 = p
+                .outs
+                .iter()
+                .filter(|o| matches!(o.state, OutState::Open(_)) && o.view != Some((0, 0)))
+                .filter_map(|o| {
+                    let track = self.tracks.get(&o.track?)?;
+                    Some(track.wanted_bitrate(now, o.view, false))
+                })
+                .sum();
+            let desired = wanted + wanted / 5;
+            let changed = p
+                .desired_bitrate
+                .is_none_or(|d| desired.abs_diff(d) > d / 10);
+            if desired > 0 && changed {
+                updates.push((*id, desired));
+            }
+        }
+        for (id, desired) in updates {
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.desired_bitrate = Some(desired);
+                p.rtc
+                    .bwe()
+                    .set_bitrate(str0m::bwe::Bitrate::ZERO, str0m::bwe::Bitrate::bps(desired));
+            }
+            self.mark(id);
+        }
     }
 
     fn evaluate_speakers(&mut self, now: Instant) {
