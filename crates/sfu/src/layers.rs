@@ -23,10 +23,14 @@ pub(crate) struct Layer {
     /// Frame size from the latest keyframe, when the codec shows it (VP8).
     pub(crate) size: Option<(u16, u16)>,
     last_seen: Option<Instant>,
-    window_start: Option<Instant>,
-    window_bytes: u64,
+    rate: RateMeter,
+}
+
+impl Layer {
     /// Bits per second over the last complete window.
-    pub(crate) bitrate: u64,
+    pub(crate) fn bitrate(&self) -> u64 {
+        self.rate.bitrate
+    }
 }
 
 /// Bits per second of a stream, over windows of [`RATE_WINDOW`].
@@ -67,9 +71,7 @@ impl LayerTable {
                 rid,
                 size: None,
                 last_seen: None,
-                window_start: None,
-                window_bytes: 0,
-                bitrate: 0,
+                rate: RateMeter::default(),
             })
             .collect();
         layers.sort_by_key(|l| conventional_rank(&l.rid));
@@ -101,14 +103,7 @@ impl LayerTable {
         if let Some(size) = size {
             layer.size = Some(size);
         }
-        let start = *layer.window_start.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(start);
-        if elapsed >= RATE_WINDOW {
-            layer.bitrate = (layer.window_bytes * 8 * 1000) / (elapsed.as_millis().max(1) as u64);
-            layer.window_start = Some(now);
-            layer.window_bytes = 0;
-        }
-        layer.window_bytes += bytes as u64;
+        layer.rate.add(now, bytes);
         // Sizes from keyframes can reorder the table (a layer may be scaled differently).
         if size.is_some() {
             self.layers.sort_by_key(|l| {
@@ -156,7 +151,7 @@ impl LayerTable {
         if let Some(share) = bandwidth_share {
             let budget = (share as f64 * BWE_HEADROOM) as u64;
             while let Some(layer) = pick {
-                if layer.bitrate <= budget {
+                if layer.bitrate() <= budget {
                     break;
                 }
                 let index = candidates

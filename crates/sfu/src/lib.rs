@@ -335,7 +335,7 @@ impl Published {
                 .layers()
                 .iter()
                 .find(|l| l.rid == rid)
-                .map_or(0, |l| l.bitrate),
+                .map_or(0, layers::Layer::bitrate),
             None => 0,
         }
     }
