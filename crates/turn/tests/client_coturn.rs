@@ -114,7 +114,11 @@ impl Coturn {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = std::fs::File::create(dir.join("turnserver.log")).expect("log file");
         let child = Command::new(TURNSERVER)
-            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--lt-cred-mech"])
+            // UDP only: the port was checked free for UDP, and a TCP listener on the same number
+            // can find it taken (an ephemeral port of another test's connection), after which
+            // coturn keeps retrying the bind instead of serving.
+            .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp"])
+            .arg("--lt-cred-mech")
             .args(["--user", "u:p", "--realm", "r", "--allow-loopback-peers"])
             .args(["--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1"])
             .arg(format!("--listening-port={port}"))
