@@ -4,98 +4,15 @@
 //! room members has each member receive everyone else's audio and video, never its own.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use common::{BIN, Proc};
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peer::media::{MediaEvent, MediaKind, MediaSession, Role};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A child process whose output is collected in the background; killed on drop.
-struct Proc {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("SWITCHBOARD_LOG", "warn")
-            // The database in memory: tests never write into the user's home.
-            .env("SWITCHBOARD_DATA_DIR", "none")
-            .env_remove("SWITCHBOARD_SERVER")
-            .env_remove("SWITCHBOARD_CONFIG")
-            .env_remove("SWITCHBOARD_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut out = output.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
-        Proc { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait_for_output(&self, needle: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.output().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "never printed {needle:?}; output:\n{}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGINT, then the exit status (as Ctrl-C would end it).
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit; output:\n{}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `switchboard serve` with every port chosen by the system; returns it with its base URL.
 fn serve() -> (Proc, String) {

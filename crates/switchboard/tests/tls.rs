@@ -2,105 +2,15 @@
 //! certificate, and the refusals (a wrong pin, no pin, plain http:// to the TLS port).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::Proc;
+
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A child process whose stdout and stderr are collected; killed on drop.
-struct Proc {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("SWITCHBOARD_LOG", "warn")
-            .env_remove("SWITCHBOARD_SERVER")
-            .env_remove("SWITCHBOARD_CONFIG")
-            .env_remove("SWITCHBOARD_SERVER_CERT_SHA256")
-            // A test server keeps its database in memory, never in the home directory.
-            .env("SWITCHBOARD_DATA_DIR", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut out = output.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
-        Proc { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within {TIMEOUT:?}; output:\n{}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_for_output(&self, needle: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.output().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "never printed {needle:?}; output:\n{}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The rest of the first output line containing `prefix`, after it.
-    fn after(&self, prefix: &str) -> String {
-        self.output()
-            .lines()
-            .find_map(|l| l.split(prefix).nth(1))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `serve --tls-self-signed` on free ports: the server, its https:// URL and the certificate's
 /// SHA-256.
