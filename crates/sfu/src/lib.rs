@@ -36,7 +36,7 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol as NetProtocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
 use tracing::{debug, warn};
 
@@ -50,7 +50,7 @@ const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 /// How often the active speaker is re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
 /// Timeouts already due that one poll of a participant serves itself, at most (the engine asks
-/// for one after every media write, to packetize it).
+/// for one after writes).
 const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 /// Bytes a forwarded packet carries besides its payload, for rates on the wire: RTP header and
 /// extensions, the SRTP tag, UDP and IPv4.
@@ -908,9 +908,9 @@ impl Sfu {
         };
         p.dirty = false;
         negotiate(p, &self.tracks);
-        // A media write is packetized on the engine's next timeout, which it asks for at once:
-        // serve those here, so the packets leave in this round (and this batch of datagrams)
-        // instead of the next wake-up.
+        // After a write the engine asks for a timeout at once (to move the new packets to its
+        // send queue): serve those here, so the packets leave in this round (and this batch of
+        // datagrams) instead of the next wake-up.
         let mut immediate_timeouts = 0;
         loop {
             let output = match catch_unwind(AssertUnwindSafe(|| p.rtc.poll_output())) {
@@ -1209,6 +1209,12 @@ impl Sfu {
         }
         let payload = &packet.payload;
         let keyframe = rtp::starts_keyframe(codec, payload);
+        // Parsed once here, renumbered per subscriber below.
+        let vp8 = if codec == Codec::Vp8 {
+            Vp8Descriptor::parse(payload).ok()
+        } else {
+            None
+        };
         let keyframes_known = rtp::keyframes_known(codec);
         let rid_name: Option<String> = rid.map(|r| r.to_string());
         let Some(published) = self.tracks.get_mut(&track) else {
@@ -1305,11 +1311,7 @@ impl Sfu {
                 let Some(seq) = out.rewriter.sequence(source, *packet.seq_no) else {
                     continue;
                 };
-                let patch = if codec == Codec::Vp8 {
-                    out.rewriter.vp8_patch(payload)
-                } else {
-                    None
-                };
+                let patch = vp8.as_ref().and_then(|d| out.rewriter.vp8_patch(d));
                 let mut api = sub.rtc.direct_api();
                 let Some(stream) = api.stream_tx_by_mid(out_mid, None) else {
                     continue;

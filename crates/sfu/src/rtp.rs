@@ -118,11 +118,10 @@ impl Rewriter {
         Some(out)
     }
 
-    /// A patch renumbering a VP8 packet's picture id and TL0PICIDX so they continue across
-    /// sources; `None` when nothing needs to change. Call after [`Rewriter::sequence`] admitted
-    /// the packet.
-    pub(crate) fn vp8_patch(&mut self, payload: &[u8]) -> Option<Vp8Patch> {
-        let descriptor = Vp8Descriptor::parse(payload).ok()?;
+    /// A patch renumbering a VP8 packet's picture id and TL0PICIDX (from its parsed payload
+    /// `descriptor`) so they continue across sources; `None` when nothing needs to change. Call
+    /// after [`Rewriter::sequence`] admitted the packet.
+    pub(crate) fn vp8_patch(&mut self, descriptor: &Vp8Descriptor) -> Option<Vp8Patch> {
         let picture = descriptor.picture_id();
         let tl0 = descriptor.tl0_pic_idx();
         if self.fresh {
@@ -157,6 +156,7 @@ impl Rewriter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -213,7 +213,7 @@ mod tests {
         let packet = |picture: u16, tl0: u8| {
             let [hi, lo] = (picture | 0x8000).to_be_bytes();
             // X, S; I, L and T (TL0PICIDX comes with a TID byte); then a keyframe tag.
-            vec![0x90, 0xe0, hi, lo, tl0, 0x00, 0x50]
+            Vp8Descriptor::parse(&[0x90, 0xe0, hi, lo, tl0, 0x00, 0x50]).unwrap()
         };
         let mut r = Rewriter::default();
         r.sequence((1, None), 100);
